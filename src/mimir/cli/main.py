@@ -1,0 +1,54 @@
+"""``mimir``: the command-line edge. One command group per module under ``mimir.cli``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mimir.cli import ask as ask_cmd
+from mimir.cli import models as models_cmd
+from mimir.cli.context import CliState
+from mimir.cli.errors import report
+
+app = typer.Typer(
+    name="mimir",
+    help=(
+        "Mimir: an educational AI tutor whose multi-agent LLM pipeline runs inside a memory budget.\n\n"
+        "Settings come from --config / MIMIR_CONFIG (a mimir.toml), else built-in defaults that "
+        "use the bundled SmolLM2-135M model. Data lives under MIMIR_HOME (default ~/.mimir)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="Path to mimir.toml (default: MIMIR_CONFIG, else built-in defaults)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level (per-step lines, loads)."),
+) -> None:
+    ctx.obj = CliState(config=config, verbose=verbose)
+
+
+app.command("models")(models_cmd.models)
+app.command("ask")(ask_cmd.ask)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except BaseException as exc:  # translated through one table
+        if isinstance(exc, SystemExit):
+            raise
+        sys.exit(report(exc))
+
+
+if __name__ == "__main__":
+    main()

