@@ -1,0 +1,243 @@
+"""Step records in SQLite: save a turn (or a lone step) in one transaction, read them back.
+
+Tables (see :mod:`mimir.storage.migrations`): ``telemetry_turns``, ``telemetry_steps`` (with
+``session_id``/``turn_id`` text columns, to link them to the tutor's turns) and
+``telemetry_events`` (model-manager events; ``step_id`` NULL for events outside any step).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from mimir.runtime.manager import ModelEvent
+from mimir.storage.db import Database
+from mimir.telemetry.gpu import GpuMemory
+from mimir.telemetry.records import StepRecord, TurnRecord
+
+_STEP_COLUMNS = (
+    "step_id",
+    "session_id",
+    "turn_id",
+    "seq",
+    "name",
+    "agent",
+    "model",
+    "started_at",
+    "wall_s",
+    "tokens_in",
+    "tokens_out",
+    "rss_before_bytes",
+    "rss_after_bytes",
+    "rss_peak_bytes",
+    "system_available_bytes",
+    "cuda_allocated_before_bytes",
+    "cuda_allocated_after_bytes",
+    "cuda_reserved_after_bytes",
+    "cuda_peak_allocated_bytes",
+    "gpu_used_before_bytes",
+    "gpu_used_after_bytes",
+    "gpu_total_bytes",
+    "error",
+)
+_INSERT_STEP = (
+    f"INSERT INTO telemetry_steps ({', '.join(_STEP_COLUMNS)}, gpu_devices_json) "
+    f"VALUES ({', '.join('?' for _ in _STEP_COLUMNS)}, ?)"
+)
+_INSERT_EVENT = (
+    "INSERT INTO telemetry_events (step_id, seq, kind, model_id, reason, estimate_bytes, measured_bytes, wall_s, device, at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: Groups steps into turns; a step outside any turn is a group of its own.
+def _group(table: str = "") -> str:
+    p = f"{table}." if table else ""
+    return f"COALESCE({p}session_id, '') || char(31) || COALESCE({p}turn_id, 'step:' || {p}step_id)"
+
+
+@dataclass(frozen=True)
+class MeasuredSize:
+    """The last measured load of a model, as history recorded it."""
+
+    model_id: str
+    measured_bytes: int | None
+    estimate_bytes: int | None
+    device: str
+    at: float
+
+
+class TelemetryStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # -- writes (each one transaction) -------------------------------------------------
+    def save_step(self, record: StepRecord) -> None:
+        with self.db.write() as conn:
+            _insert_step(conn, record)
+
+    def save_turn(self, record: TurnRecord) -> None:
+        """The turn and all its steps and events, in one transaction."""
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO telemetry_turns (session_id, turn_id, started_at, wall_s, peak_rss_bytes, "
+                "cuda_peak_allocated_bytes, step_count, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.session_id,
+                    record.turn_id,
+                    record.started_at,
+                    record.wall_s,
+                    record.peak_rss_bytes,
+                    record.cuda_peak_allocated_bytes,
+                    len(record.steps),
+                    record.error,
+                ),
+            )
+            for step in record.steps:
+                _insert_step(conn, step)
+
+    def save_event(self, event: ModelEvent, step_id: str | None = None) -> None:
+        with self.db.write() as conn:
+            _insert_event(conn, event, step_id, 0)
+
+    # -- reads ---------------------------------------------------------------------------
+    def recent_steps(self, *, last_turns: int = 5, turn_id: str | None = None) -> list[StepRecord]:
+        """Steps of the last ``last_turns`` turns (oldest first, in step order), or of one turn.
+
+        A step recorded outside any turn counts as a turn of its own.
+        """
+        if turn_id is not None:
+            rows = self.db.read(
+                "SELECT * FROM telemetry_steps WHERE turn_id = ? ORDER BY started_at, seq, id", (turn_id,)
+            )
+        else:
+            rows = self.db.read(
+                f"""
+                WITH groups AS (
+                    SELECT {_group()} AS g, MIN(started_at) AS t FROM telemetry_steps
+                    GROUP BY g ORDER BY MAX(started_at) DESC LIMIT ?
+                )
+                SELECT s.* FROM telemetry_steps s JOIN groups ON {_group('s')} = groups.g
+                ORDER BY groups.t, s.seq, s.id
+                """,
+                (max(0, last_turns),),
+            )
+        return self._with_events(rows)
+
+    def turns(self, *, last: int = 20) -> list[TurnRecord]:
+        """The last ``last`` stored turns (oldest first), with their steps."""
+        turn_rows = self.db.read(
+            "SELECT * FROM (SELECT * FROM telemetry_turns ORDER BY started_at DESC, id DESC LIMIT ?) "
+            "ORDER BY started_at, id",
+            (max(0, last),),
+        )
+        out = []
+        for t in turn_rows:
+            steps = self._with_events(
+                self.db.read(
+                    "SELECT * FROM telemetry_steps WHERE turn_id = ? AND session_id IS ? ORDER BY seq, id",
+                    (t["turn_id"], t["session_id"]),
+                )
+            )
+            out.append(
+                TurnRecord(
+                    session_id=t["session_id"],
+                    turn_id=t["turn_id"],
+                    started_at=t["started_at"],
+                    wall_s=t["wall_s"],
+                    steps=tuple(steps),
+                    peak_rss_bytes=t["peak_rss_bytes"],
+                    cuda_peak_allocated_bytes=t["cuda_peak_allocated_bytes"],
+                    error=t["error"],
+                )
+            )
+        return out
+
+    def count_steps(self) -> int:
+        return int(self.db.read("SELECT COUNT(*) AS n FROM telemetry_steps")[0]["n"])
+
+    def events(self, *, step_id: str | None = None, loose: bool = False) -> list[ModelEvent]:
+        """Events of one step, or with ``loose`` the events recorded outside any step."""
+        if loose:
+            rows = self.db.read("SELECT * FROM telemetry_events WHERE step_id IS NULL ORDER BY at, id")
+        else:
+            rows = self.db.read("SELECT * FROM telemetry_events WHERE step_id = ? ORDER BY seq, id", (step_id,))
+        return [_event(r) for r in rows]
+
+    def last_measured_sizes(self) -> dict[str, MeasuredSize]:
+        """Per model, the measured size of its most recent successful load."""
+        rows = self.db.read(
+            """
+            SELECT model_id, measured_bytes, estimate_bytes, device, at FROM telemetry_events e
+            WHERE kind = 'load' AND id = (
+                SELECT id FROM telemetry_events e2 WHERE e2.model_id = e.model_id AND e2.kind = 'load'
+                ORDER BY e2.at DESC, e2.id DESC LIMIT 1
+            )
+            """
+        )
+        return {
+            r["model_id"]: MeasuredSize(r["model_id"], r["measured_bytes"], r["estimate_bytes"], r["device"] or "ram", r["at"])
+            for r in rows
+        }
+
+    # -- helpers -----------------------------------------------------------------------
+    def _with_events(self, rows: Sequence[sqlite3.Row]) -> list[StepRecord]:
+        if not rows:
+            return []
+        ids = [r["step_id"] for r in rows]
+        events: dict[str, list[ModelEvent]] = {i: [] for i in ids}
+        for chunk_start in range(0, len(ids), 500):
+            chunk = ids[chunk_start : chunk_start + 500]
+            for e in self.db.read(
+                f"SELECT * FROM telemetry_events WHERE step_id IN ({', '.join('?' for _ in chunk)}) ORDER BY seq, id",
+                chunk,
+            ):
+                events[e["step_id"]].append(_event(e))
+        return [_step(r, tuple(events[r["step_id"]])) for r in rows]
+
+
+def _insert_step(conn: sqlite3.Connection, record: StepRecord) -> None:
+    devices = json.dumps([asdict(d) for d in record.gpu_devices]) if record.gpu_devices else None
+    conn.execute(_INSERT_STEP, (*(getattr(record, c) for c in _STEP_COLUMNS), devices))
+    for seq, event in enumerate(record.events):
+        _insert_event(conn, event, record.step_id, seq)
+
+
+def _insert_event(conn: sqlite3.Connection, event: ModelEvent, step_id: str | None, seq: int) -> None:
+    conn.execute(
+        _INSERT_EVENT,
+        (
+            step_id,
+            seq,
+            event.kind,
+            event.model_id,
+            event.reason,
+            event.estimate_bytes,
+            event.measured_bytes,
+            event.wall_s,
+            event.device,
+            event.at,
+        ),
+    )
+
+
+def _event(row: sqlite3.Row) -> ModelEvent:
+    return ModelEvent(
+        kind=row["kind"],
+        model_id=row["model_id"],
+        reason=row["reason"] or "",
+        estimate_bytes=row["estimate_bytes"] or 0,
+        measured_bytes=row["measured_bytes"],
+        wall_s=row["wall_s"],
+        device=row["device"] or "ram",
+        at=row["at"],
+    )
+
+
+def _step(row: sqlite3.Row, events: tuple[ModelEvent, ...]) -> StepRecord:
+    devices = tuple(GpuMemory(**d) for d in json.loads(row["gpu_devices_json"])) if row["gpu_devices_json"] else ()
+    return StepRecord(
+        **{c: row[c] for c in _STEP_COLUMNS},
+        gpu_devices=devices,
+        events=events,
+    )
