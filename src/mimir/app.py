@@ -11,9 +11,14 @@ import logging
 import os
 import threading
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from mimir.config import Settings, load_settings
 from mimir.runtime.manager import ModelManager
+
+if TYPE_CHECKING:
+    from mimir.storage.db import Database
+    from mimir.telemetry.recorder import Telemetry
 
 
 class MimirApp:
@@ -29,9 +34,31 @@ class MimirApp:
     def manager(self) -> ModelManager:
         return ModelManager.from_settings(self.settings)
 
+    @cached_property
+    def db(self) -> Database:
+        """The SQLite database under ``MIMIR_HOME`` (opened and migrated on first use)."""
+        from mimir.storage.db import Database
+
+        return Database.open(self.settings.db_path)
+
+    @cached_property
+    def telemetry(self) -> Telemetry:
+        """Per-step telemetry, listening to the manager's events (``[telemetry]`` settings)."""
+        from mimir.telemetry.setup import parse_telemetry_options, telemetry_from_settings
+
+        options = parse_telemetry_options(self.settings.telemetry)
+        telemetry = telemetry_from_settings(self.settings, self.db if options.store else None)
+        telemetry.attach(self.manager)
+        return telemetry
+
     def close(self) -> None:
         if "manager" in self.__dict__:
             self.manager.close()
+        # After the manager, so its shutdown unloads are recorded; before the database.
+        if "telemetry" in self.__dict__:
+            self.telemetry.close()
+        if "db" in self.__dict__:
+            self.db.close()
 
     def __enter__(self) -> MimirApp:
         return self

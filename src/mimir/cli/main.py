@@ -9,6 +9,8 @@ from typing import Optional
 import typer
 
 from mimir.cli import ask as ask_cmd
+from mimir.cli import cache as cache_cmd
+from mimir.cli import memory as memory_cmd
 from mimir.cli import models as models_cmd
 from mimir.cli.context import CliState
 from mimir.cli.errors import report
@@ -39,6 +41,8 @@ def _root(
 
 app.command("models")(models_cmd.models)
 app.command("ask")(ask_cmd.ask)
+app.add_typer(cache_cmd.cache_app, name="cache")
+app.command("memory")(memory_cmd.memory)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mimir.cli.context import state
+from mimir.cli.memory import measured_history, record_history
 from mimir.errors import MimirError
 from mimir.units import format_bytes
 
@@ -58,7 +59,7 @@ def models(
             r["source"],
             str(r["context_length"]),
             r["error"] or format_bytes(r["estimate_bytes"]),
-            format_bytes(r["measured_bytes"]),
+            format_bytes(r["measured_bytes"]) + (" (last run)" if r["measured_from"] == "history" else ""),
             "yes" if r["resident"] else "no",
         )
     console.print(table)
@@ -68,6 +69,7 @@ def model_rows(app, *, load: bool = False) -> list[dict[str, Any]]:
     manager = app.manager
     measured: dict[str, int] = {}
     if load:
+        record_history(app)  # the loads below are stored, so later runs show their sizes
         for model_id in manager.specs:
             with manager.use(model_id):
                 pass
@@ -75,6 +77,7 @@ def model_rows(app, *, load: bool = False) -> list[dict[str, Any]]:
             if resident is not None:
                 measured[model_id] = resident.measured_bytes
     status = manager.status()
+    history = measured_history(app)  # last measured load per model, from earlier runs
     rows = []
     for model_id, spec in manager.specs.items():
         error = None
@@ -100,7 +103,11 @@ def model_rows(app, *, load: bool = False) -> list[dict[str, Any]]:
                 }
                 if estimate
                 else None,
-                "measured_bytes": resident.measured_bytes if resident else measured.get(model_id),
+                "measured_bytes": resident.measured_bytes
+                if resident
+                else measured.get(model_id, history[model_id].measured_bytes if model_id in history else None),
+                # Where measured_bytes comes from: the resident model, or the last load on record.
+                "measured_from": "resident" if resident else ("history" if model_id in history else None),
                 "resident": resident is not None,
                 "in_use": resident.in_use if resident else 0,
                 "pinned": spec.pinned,
