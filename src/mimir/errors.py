@@ -200,3 +200,55 @@ class UnsafePathError(MimirError):
         self.path = path
         self.root = root
         super().__init__(f"refusing to touch {path}: it is outside {root}")
+
+
+class UnknownPromptError(MimirError):
+    """A prompt segment or decision prompt name that the prompt library does not have."""
+
+    exit_code = 2
+    http_status = 400
+    kind = "invalid_request_error"
+
+    def __init__(self, name: str, valid: Iterable[str], *, what: str = "prompt segment"):
+        self.name = name
+        self.what = what
+        self.valid = sorted(valid)
+        super().__init__(f"unknown {what} '{name}'; valid names: {', '.join(self.valid)}")
+
+
+class PromptFormatError(MimirError):
+    """A prompt file (shipped or from the user's prompt folder) cannot be used."""
+
+    exit_code = 2
+    kind = "config_error"
+
+    def __init__(self, source: str, problem: str):
+        self.source = source
+        self.problem = problem
+        super().__init__(f"prompt file {source}: {problem}")
+
+
+class EvalCaseError(InvalidInputError):
+    """A line of an evaluation cases file is not a valid case."""
+
+    def __init__(self, path: str, line: int, problem: str):
+        self.path = path
+        self.line = line
+        self.problem = problem
+        super().__init__(f"{path}:{line}: {problem}")
+
+
+class CacheCleanupError(MimirError):
+    """Some paths of an executed cache cleanup could not be deleted (the rest was)."""
+
+    exit_code = 1
+    http_status = 500
+    kind = "cache_cleanup_error"
+
+    def __init__(self, failed: Iterable[str], freed_bytes: int):
+        self.failed = list(failed)
+        self.freed_bytes = freed_bytes
+        super().__init__(
+            f"{len(self.failed)} path(s) could not be deleted (first: {self.failed[0] if self.failed else '-'}); "
+            f"freed {_fmt_bytes(freed_bytes)}"
+        )
