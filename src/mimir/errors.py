@@ -128,7 +128,7 @@ class BudgetExceededError(MimirError):
         self.blocked_by = sorted(blocked_by)
         if self.blocked_by:
             why = (
-                f"the models in use ({', '.join(self.blocked_by)}) leave too little room "
+                f"the models in use or pinned ({', '.join(self.blocked_by)}) leave too little room "
                 f"in the {_fmt_bytes(budget_bytes)} {device} budget"
             )
         else:
@@ -252,3 +252,22 @@ class CacheCleanupError(MimirError):
             f"{len(self.failed)} path(s) could not be deleted (first: {self.failed[0] if self.failed else '-'}); "
             f"freed {_fmt_bytes(freed_bytes)}"
         )
+
+
+class DeviceOutOfMemoryError(MimirError):
+    """A device ran out of memory while loading or running a model (CUDA OOM, MemoryError).
+
+    The manager answers one during a load by evicting idle models and retrying once; a
+    caller that meets one while generating can do the same with ``manager.evict_idle()``.
+    """
+
+    exit_code = 5
+    http_status = 507
+    kind = "device_out_of_memory"
+
+    def __init__(self, model_id: str, device: str, phase: str, cause: str):
+        self.model_id = model_id
+        self.device = device
+        self.phase = phase
+        self.cause = cause
+        super().__init__(f"model '{model_id}' ran out of {device} memory during {phase}: {cause}")

@@ -11,8 +11,8 @@ repo + ``file`` resolved from the local Hugging Face cache. Options (``ModelSpec
 
 Estimate before load = weights file size + KV cache (f16, 2 x layers x context x kv heads x
 head dim) + compute and logits buffers (both ``n_batch x vocab`` floats) + a fixed runtime
-overhead. Layer and head counts come from the GGUF metadata read with ``vocab_only`` (the
-tokenizer is read, the weights are not).
+overhead. Layer and head counts come from the GGUF metadata, read through llama.cpp's C API
+with ``vocab_only`` (the tokenizer is read, the weights are not).
 """
 
 from __future__ import annotations
@@ -212,15 +212,31 @@ class LlamaCppBackend(Backend):
         resolve_gguf_path(spec)
 
     def _metadata(self, spec: ModelSpec, path: Path) -> dict[str, str]:
+        """GGUF metadata through llama.cpp's C API with ``vocab_only``: no weights, no context."""
+        import ctypes
+
         llama_cpp = _llama_cpp()
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), params)
+        if not model:
+            raise ModelLoadError(spec.id, str(path), "cannot read GGUF metadata (corrupt or unsupported file)")
         try:
-            vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
-        except Exception as exc:
-            raise ModelLoadError(spec.id, str(path), f"cannot read GGUF metadata: {exc}") from None
-        try:
-            return dict(vocab.metadata)
+            meta: dict[str, str] = {}
+            size = 4096
+            buf = ctypes.create_string_buffer(size)
+            for i in range(llama_cpp.llama_model_meta_count(model)):
+                if llama_cpp.llama_model_meta_key_by_index(model, i, buf, size) < 0:
+                    continue
+                key = buf.value.decode("utf-8", errors="replace")
+                if key.startswith("tokenizer.ggml."):
+                    continue
+                n = llama_cpp.llama_model_meta_val_str_by_index(model, i, buf, size)
+                if 0 <= n < size:
+                    meta[key] = buf.value.decode("utf-8", errors="replace")
+            return meta
         finally:
-            vocab.close()
+            llama_cpp.llama_model_free(model)
 
     def estimate(self, spec: ModelSpec) -> MemoryEstimate:
         path = resolve_gguf_path(spec)

@@ -178,6 +178,7 @@ class ModelManager:
         self._loading: _LoadTicket | None = None
         self._estimates: dict[str, MemoryEstimate] = {}
         self._loads = self._evictions = self._unloads = self._load_failures = 0
+        self._loads_by_model: Counter = Counter()
         self._closed = False
         # --------------------------------------------------------------------------------
         self._reaper: threading.Thread | None = None
@@ -407,6 +408,8 @@ class ModelManager:
         with self._cond:
             self._resident[model_id] = entry
             self._loads += 1
+            self._loads_by_model[model_id] += 1
+            reason = "first use" if self._loads_by_model[model_id] == 1 else "reload after unload"
             ticket.done = True
             self._loading = None
             self._cond.notify_all()
@@ -414,7 +417,7 @@ class ModelManager:
             ModelEvent(
                 "load",
                 model_id,
-                "first use" if self._loads == 1 else "requested",
+                reason,
                 estimate.total_bytes,
                 measured_bytes=entry.measured_bytes,
                 wall_s=entry.load_s,

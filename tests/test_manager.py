@@ -1,0 +1,278 @@
+"""Model manager behaviour, driven by the scripted backend (real allocations, declared sizes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from mimir.errors import BudgetExceededError, InvalidInputError, ModelLoadError, UnknownModelError, UnknownRoleError
+from mimir.models.registry import default_registry
+from mimir.models.spec import ModelSource, ModelSpec
+from mimir.runtime.manager import ModelManager
+
+MiB = 1024 * 1024
+
+
+class CountingRegistry:
+    """The real registry, recording which specs get loaded (backends stay real)."""
+
+    def __init__(self):
+        self._inner = default_registry()
+        self.loads: list[str] = []
+
+    def get(self, name):
+        backend = self._inner.get(name)
+        registry = self
+
+        class Recording(type(backend)):
+            def load(self, spec):
+                registry.loads.append(spec.id)
+                return backend.load(spec)
+
+        return Recording()
+
+
+def scripted(mid: str, size_mib: int = 10, **options) -> ModelSpec:
+    opts = {"size_bytes": size_mib * MiB, **options}
+    return ModelSpec(id=mid, backend="scripted", source=ModelSource("path", f"scripted:{mid}"), options=opts,
+                     pinned=options.pop("pinned", False))
+
+
+def manager(*specs: ModelSpec, budget_mib: int = 100, **kwargs) -> tuple[ModelManager, CountingRegistry]:
+    registry = CountingRegistry()
+    m = ModelManager({s.id: s for s in specs}, budget_ram_bytes=budget_mib * MiB, registry=registry, **kwargs)
+    return m, registry
+
+
+def test_lazy_nothing_loads_until_use():
+    m, reg = manager(scripted("a"))
+    assert m.status().resident == () and reg.loads == []
+    with m.use("a") as model:
+        assert model.chat([]).text == "ok"
+    assert reg.loads == ["a"]
+
+
+def test_roles_share_one_instance():
+    m, reg = manager(scripted("a"), roles={"routing": "a", "response": "a"})
+    with m.use_role("routing") as first, m.use_role("response") as second:
+        assert first is second
+        assert m.status().get("a").in_use == 2
+    assert reg.loads == ["a"]
+    assert m.status().get("a").in_use == 0
+
+
+def test_eight_threads_cause_exactly_one_load():
+    m, reg = manager(scripted("a", load_s=0.3))
+    seen = []
+    barrier = threading.Barrier(8)
+
+    def worker():
+        barrier.wait()
+        with m.use("a") as model:
+            seen.append(id(model))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert reg.loads == ["a"]
+    assert len(seen) == 8 and len(set(seen)) == 1
+    assert m.status().loads == 1
+
+
+def test_loads_are_sequential():
+    active = []
+    peak = []
+    lock = threading.Lock()
+
+    class Tracking(CountingRegistry):
+        def get(self, name):
+            backend = self._inner.get(name)
+
+            class Slow(type(backend)):
+                def load(self, spec):
+                    with lock:
+                        active.append(spec.id)
+                        peak.append(len(active))
+                    try:
+                        return backend.load(spec)
+                    finally:
+                        with lock:
+                            active.remove(spec.id)
+
+            return Slow()
+
+    specs = [scripted(f"m{i}", size_mib=1, load_s=0.1) for i in range(4)]
+    m = ModelManager({s.id: s for s in specs}, budget_ram_bytes=100 * MiB, registry=Tracking())
+    threads = [threading.Thread(target=lambda i=i: m.use(f"m{i}").__enter__()) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(peak) == 1 and len(peak) == 4
+
+
+def test_evicts_least_recently_used_idle_model():
+    m, reg = manager(scripted("a", 40), scripted("b", 40), scripted("c", 40), budget_mib=100)
+    events = []
+    m.subscribe(events.append)
+    with m.use("a"):
+        pass
+    with m.use("b"):
+        pass
+    with m.use("a"):  # a is now more recent than b
+        pass
+    with m.use("c"):
+        pass
+    resident = {r.model_id for r in m.status().resident}
+    assert resident == {"a", "c"}
+    evictions = [e for e in events if e.kind == "evict"]
+    assert [e.model_id for e in evictions] == ["b"]
+    assert "make room for 'c'" in evictions[0].reason
+    assert m.status().evictions == 1
+
+
+def test_in_use_model_is_never_evicted_waits_for_release():
+    m, reg = manager(scripted("a", 60), scripted("b", 60), budget_mib=100)
+    got_b = threading.Event()
+    release_a = threading.Event()
+    holder_ready = threading.Event()
+
+    def hold_a():
+        with m.use("a"):
+            holder_ready.set()
+            release_a.wait(5)
+
+    t = threading.Thread(target=hold_a)
+    t.start()
+    holder_ready.wait(5)
+
+    def want_b():
+        with m.use("b"):
+            got_b.set()
+
+    t2 = threading.Thread(target=want_b)
+    t2.start()
+    assert not got_b.wait(0.3)  # blocked: a is in use and b does not fit beside it
+    assert m.status().get("a") is not None
+    release_a.set()
+    assert got_b.wait(5)
+    t.join()
+    t2.join()
+    assert reg.loads == ["a", "b"]
+
+
+def test_same_thread_holding_the_blocker_fails_fast():
+    m, _ = manager(scripted("a", 60), scripted("b", 60), budget_mib=100)
+    with m.use("a"):
+        with pytest.raises(BudgetExceededError) as info:
+            with m.use("b"):
+                pass
+    assert info.value.blocked_by == ["a"]
+
+
+def test_pinned_model_is_never_evicted():
+    m, reg = manager(scripted("a", 60, pinned=True), scripted("b", 60), budget_mib=100)
+    with m.use("a"):
+        pass
+    with pytest.raises(BudgetExceededError, match="in use"):
+        with m.use("b"):
+            pass
+    assert reg.loads == ["a"]
+
+
+def test_too_big_even_alone_fails_before_loading():
+    m, reg = manager(scripted("huge", 500), budget_mib=100)
+    with pytest.raises(BudgetExceededError) as info:
+        with m.use("huge"):
+            pass
+    err = info.value
+    assert err.model_id == "huge" and err.estimate_bytes == 500 * MiB and err.budget_bytes == 100 * MiB
+    assert "even alone" in str(err)
+    assert reg.loads == []
+
+
+def test_failed_load_raises_no_fallback_and_waiters_share_the_error():
+    m, reg = manager(scripted("bad", fail="weights are corrupt", load_s=0.2), scripted("good"))
+    errors = []
+
+    def worker():
+        try:
+            with m.use("bad"):
+                pass
+        except ModelLoadError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 4
+    assert "weights are corrupt" in str(errors[0]) and "scripted:bad" in str(errors[0])
+    assert reg.loads == ["bad"]  # one attempt shared by all waiters
+    assert m.status().resident == ()  # nothing substituted
+    assert m.status().load_failures == 1
+
+
+def test_unknown_model_and_role():
+    m, _ = manager(scripted("a"), roles={"response": "a"})
+    with pytest.raises(UnknownModelError, match="configured models: a"):
+        with m.use("nope"):
+            pass
+    with pytest.raises(UnknownRoleError, match="valid roles: response"):
+        with m.use_role("chef"):
+            pass
+
+
+def test_keep_alive_unloads_idle_models():
+    m, _ = manager(scripted("a"), keep_alive_s=0.2)
+    events = []
+    m.subscribe(events.append)
+    with m.use("a"):
+        time.sleep(0.3)  # in use: must survive past keep-alive
+        assert m.status().get("a") is not None
+    deadline = time.monotonic() + 5
+    while m.status().get("a") is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert m.status().get("a") is None
+    assert [e.kind for e in events] == ["load", "unload"]
+    assert "keep_alive" in events[-1].reason
+    m.close()
+
+
+def test_manual_unload_and_in_use_refusal():
+    m, _ = manager(scripted("a"))
+    assert m.unload("a") is False
+    with m.use("a"):
+        with pytest.raises(InvalidInputError, match="in use"):
+            m.unload("a")
+    assert m.unload("a") is True
+    assert m.status().unloads == 1
+
+
+def test_status_reports_estimate_and_measured_rss():
+    m, _ = manager(scripted("a", 64), budget_mib=1000)
+    with m.use("a"):
+        pass
+    r = m.status().get("a")
+    assert r.estimate_bytes == 64 * MiB
+    # The scripted model really allocates 64 MiB: the RSS delta sees most of it.
+    assert r.measured_bytes > 48 * MiB
+    assert r.charged_bytes == max(r.estimate_bytes, r.measured_bytes)
+
+
+def test_events_report_load_and_freed_memory():
+    m, _ = manager(scripted("a", 64), budget_mib=1000)
+    events = []
+    m.subscribe(events.append)
+    with m.use("a"):
+        pass
+    m.close()
+    load, unload = events
+    assert load.kind == "load" and load.wall_s is not None and load.measured_bytes > 48 * MiB
+    assert unload.kind == "unload" and unload.reason == "shutdown"
+    assert unload.measured_bytes > 32 * MiB  # freed memory went back (allocator may keep some)
