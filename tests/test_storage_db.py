@@ -1,0 +1,179 @@
+"""The SQLite foundation: real files, real migrations, real failures of the directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+
+import pytest
+
+from mimir.errors import StorageError
+from mimir.storage.db import Database
+from mimir.storage.migrations import MIGRATIONS
+
+
+def test_open_creates_the_file_in_wal_mode_and_applies_every_migration(tmp_path):
+    path = tmp_path / "home" / "deep" / "mimir.db"
+    with Database.open(path) as db:
+        assert path.is_file()
+        assert db.read("PRAGMA journal_mode")[0][0] == "wal"
+        assert db.applied_migrations() == [name for name, _ in MIGRATIONS]
+        tables = {r["name"] for r in db.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"_migrations", "telemetry_steps", "telemetry_turns", "telemetry_events"} <= tables
+        cols = {r["name"]: r["type"] for r in db.read("PRAGMA table_info(telemetry_steps)")}
+        assert cols["session_id"] == "TEXT" and cols["turn_id"] == "TEXT"
+
+
+def test_reopening_applies_only_new_migrations_in_order(tmp_path):
+    path = tmp_path / "mimir.db"
+    Database.open(path).close()
+
+    calls = []
+
+    def m900_notes(conn):
+        calls.append("m900")
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+
+    def m901_notes_author(conn):
+        calls.append("m901")
+        conn.execute("ALTER TABLE notes ADD COLUMN author TEXT")
+
+    extended = [*MIGRATIONS, ("m900_notes", m900_notes), ("m901_notes_author", m901_notes_author)]
+    with Database.open(path, migrations=extended) as db:
+        assert calls == ["m900", "m901"]
+        assert db.applied_migrations()[-2:] == ["m900_notes", "m901_notes_author"]
+        with db.write() as conn:
+            conn.execute("INSERT INTO notes (body, author) VALUES ('hi', 'me')")
+    with Database.open(path, migrations=extended) as db:
+        assert calls == ["m900", "m901"]  # recorded: not run again
+        assert db.read("SELECT author FROM notes")[0]["author"] == "me"
+
+
+def test_a_failing_migration_leaves_nothing_half_done(tmp_path):
+    path = tmp_path / "mimir.db"
+
+    def m900_broken(conn):
+        conn.execute("CREATE TABLE half (id INTEGER)")
+        conn.execute("THIS IS NOT SQL")
+
+    with pytest.raises(StorageError) as info:
+        Database.open(path, migrations=[*MIGRATIONS, ("m900_broken", m900_broken)])
+    assert str(path) in str(info.value)
+    with Database.open(path) as db:
+        assert "m900_broken" not in db.applied_migrations()
+        assert not db.read("SELECT name FROM sqlite_master WHERE name = 'half'")
+
+
+def test_duplicate_migration_names_are_refused(tmp_path):
+    def m(conn):
+        pass
+
+    with pytest.raises(StorageError, match="share a name"):
+        Database.open(tmp_path / "x.db", migrations=[("a", m), ("a", m)])
+
+
+def test_each_write_is_one_transaction(tmp_path):
+    with Database.open(tmp_path / "mimir.db", migrations=[("m1", lambda c: c.execute("CREATE TABLE t (x INTEGER)"))]) as db:
+        with pytest.raises(RuntimeError):
+            with db.write() as conn:
+                conn.execute("INSERT INTO t VALUES (1)")
+                conn.execute("INSERT INTO t VALUES (2)")
+                raise RuntimeError("stop")
+        assert db.read("SELECT COUNT(*) FROM t")[0][0] == 0
+        with db.write() as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+            with db.write() as inner:  # joins the outer transaction
+                inner.execute("INSERT INTO t VALUES (2)")
+        assert db.read("SELECT COUNT(*) FROM t")[0][0] == 2
+
+
+def test_writes_from_many_threads_are_all_kept(tmp_path):
+    with Database.open(tmp_path / "mimir.db", migrations=[("m1", lambda c: c.execute("CREATE TABLE t (k TEXT, i INTEGER)"))]) as db:
+
+        def worker(k: str) -> None:
+            for i in range(50):
+                with db.write() as conn:
+                    conn.execute("INSERT INTO t VALUES (?, ?)", (k, i))
+
+        threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert db.read("SELECT COUNT(*) FROM t")[0][0] == 400
+
+
+def test_a_second_connection_reads_while_the_first_writes(tmp_path):
+    path = tmp_path / "mimir.db"
+    with Database.open(path) as writer, Database.open(path) as reader:
+        with writer.write() as conn:
+            conn.execute(
+                "INSERT INTO telemetry_turns (turn_id, started_at, wall_s, step_count) VALUES ('t', 0, 0, 0)"
+            )
+            # WAL: the reader sees the last committed state, without waiting.
+            assert reader.read("SELECT COUNT(*) FROM telemetry_turns")[0][0] == 0
+        assert reader.read("SELECT COUNT(*) FROM telemetry_turns")[0][0] == 1
+
+
+def test_parent_that_is_a_file_fails_at_open(tmp_path):
+    blocker = tmp_path / "home"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match="cannot create directory"):
+        Database.open(blocker / "mimir.db")
+
+
+def test_database_path_that_is_a_directory_fails_at_open(tmp_path):
+    (tmp_path / "mimir.db").mkdir()
+    with pytest.raises(StorageError, match="not a file"):
+        Database.open(tmp_path / "mimir.db")
+
+
+def test_file_that_is_not_a_database_fails_at_open(tmp_path):
+    path = tmp_path / "mimir.db"
+    path.write_bytes(b"this is certainly not sqlite" * 100)
+    with pytest.raises(StorageError, match="not a SQLite database"):
+        Database.open(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to read-only directories")
+def test_read_only_directory_fails_at_open(tmp_path):
+    home = tmp_path / "ro"
+    home.mkdir()
+    home.chmod(0o500)
+    try:
+        with pytest.raises(StorageError, match="not writable"):
+            Database.open(home / "mimir.db")
+    finally:
+        home.chmod(0o700)
+
+
+def test_read_only_filesystem_fails_at_open_even_for_root():
+    if not os.path.isdir("/sys/kernel"):
+        pytest.skip("no read-only /sys here")
+    with pytest.raises(StorageError):
+        Database.open("/sys/kernel/mimir-test/mimir.db")
+
+
+def test_full_disk_fails_at_open(tmp_path):
+    free = shutil.disk_usage(tmp_path).free
+    with pytest.raises(StorageError, match="full"):
+        Database.open(tmp_path / "mimir.db", min_free_bytes=free + 1024**4)
+    assert not (tmp_path / "mimir.db").exists()
+
+
+def test_closed_database_refuses_use(tmp_path):
+    db = Database.open(tmp_path / "mimir.db")
+    db.close()
+    db.close()  # idempotent
+    with pytest.raises(StorageError, match="closed"):
+        db.read("SELECT 1")
+    with pytest.raises(StorageError, match="closed"):
+        with db.write():
+            pass
+
+
+def test_migration_list_is_named_ordered_and_unique():
+    names = [name for name, _ in MIGRATIONS]
+    assert names == sorted(names) and len(set(names)) == len(names)
+    assert all(callable(fn) for _, fn in MIGRATIONS)
