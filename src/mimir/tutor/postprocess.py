@@ -1,0 +1,198 @@
+"""Cleaning a model's reply before it is shown and stored.
+
+In order: chat-template tokens go (the reply ends at the first end-of-turn token, since
+whatever follows is the model writing another turn), role markers at line starts go (a
+"User:" line after some text starts an invented student turn and ends the reply), repeated
+sentences and lines are dropped, word loops ("and then and then and then") collapse, and, when
+generation stopped at the token limit, the cut-off last sentence is trimmed.
+
+LaTeX spans (``$...$``, ``$$...$$``, ``\\[...\\]``, ``\\(...\\)``, environments, bare
+``\\frac{..}{..}``) are set aside first, so periods inside them never split a sentence and
+their content is never changed.
+"""
+
+from __future__ import annotations
+
+import re
+
+_START_MARKERS = re.compile(
+    r"^\s*(?:<\|im_start\|>\s*assistant\b\s*|<\|start_header_id\|>\s*assistant\s*<\|end_header_id\|>\s*"
+    r"|<start_of_turn>\s*model\b\s*|<s>\s*|\[/INST\]\s*|<\|assistant\|>\s*|<\|begin_of_text\|>\s*)+"
+)
+_END_MARKERS = re.compile(
+    r"<\|(?:im_end|eot_id|endoftext|end|eom_id|end_of_text|user|system)\|>|</s>|<end_of_turn>|\[INST\]"
+    r"|<\|im_start\|>|<\|start_header_id\|>|<start_of_turn>|<<SYS>>"
+)
+_ANY_SPECIAL = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>")
+_OWN_ROLE = re.compile(r"^(\s*)(?:#{1,4}\s*)?(?:assistant|tutor|mimir|ai|bot|response|answer)\s*:\s*", re.I)
+_OTHER_ROLE = re.compile(r"^\s*(?:#{1,4}\s*)?(?:user|student|human|system|instruction)\s*:", re.I)
+
+_LATEX = re.compile(
+    r"\$\$.+?\$\$"
+    r"|\\\[.+?\\\]"
+    r"|\\\(.+?\\\)"
+    r"|\\begin\{([A-Za-z*]+)\}.+?\\end\{\1\}"
+    r"|(?<![\\$])\$(?!\s)[^$\n]+?(?<![\s\\])\$(?!\d)"
+    r"|\\[A-Za-z]+(?:\{[^{}\n]*\})+",
+    re.S,
+)
+_HOLE = "\x00{}\x00"
+_HOLE_RX = re.compile("\x00(\\d+)\x00")
+
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=\S)")
+_LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|[a-z][.)])\s+", re.I)
+_SENTENCE_END = re.compile(r"[.!?][\"')\]*_]*(?=\s|$)")
+#: Sentences shorter than this (normalised characters) may repeat ("Yes.", "Step 1.").
+_MIN_DEDUP_CHARS = 12
+_MAX_LOOP_WORDS = 30
+
+
+def strip_special_tokens(text: str) -> str:
+    """Opening assistant markers removed; the reply ends at the first end-of-turn marker."""
+    text = _START_MARKERS.sub("", text)
+    end = _END_MARKERS.search(text)
+    if end:
+        text = text[: end.start()]
+    return _ANY_SPECIAL.sub("", text)
+
+
+def strip_role_markers(text: str) -> str:
+    lines = text.split("\n")
+    out: list[str] = []
+    for line in lines:
+        if _OTHER_ROLE.match(line):
+            if any(l.strip() for l in out):
+                break  # the model started writing the student's next turn
+            line = _OTHER_ROLE.sub("", line, count=1)
+        line = _OWN_ROLE.sub(r"\1", line, count=1)
+        out.append(line)
+    return "\n".join(out)
+
+
+def _protect_latex(text: str) -> tuple[str, list[str]]:
+    spans: list[str] = []
+    index: dict[str, int] = {}
+
+    def hold(match: re.Match[str]) -> str:
+        span = match.group(0)
+        if span not in index:
+            index[span] = len(spans)
+            spans.append(span)
+        return _HOLE.format(index[span])
+
+    return _LATEX.sub(hold, text), spans
+
+
+def _restore_latex(text: str, spans: list[str]) -> str:
+    return _HOLE_RX.sub(lambda m: spans[int(m.group(1))], text)
+
+
+def _sentence_key(sentence: str) -> str:
+    key = _LIST_MARKER.sub("", sentence)
+    key = re.sub(r"[*_#`>]+", "", key).lower()
+    key = re.sub(r"\s+", " ", key).strip(" .!?;:,")
+    return key
+
+
+def _token_key(word: str) -> str:
+    return word.lower().strip(".,;:!?\"'()*")
+
+
+def collapse_loops(words: list[str]) -> list[str]:
+    """Collapse a word sequence repeated back to back: 3+ copies for 1-3 words, 2+ copies
+    for longer sequences (up to 30 words)."""
+    keys = [_token_key(w) for w in words]
+    i = 0
+    while i < len(words):
+        collapsed = False
+        for n in range(1, min(_MAX_LOOP_WORDS, (len(words) - i) // 2) + 1):
+            pattern = keys[i : i + n]
+            if not any(pattern):
+                continue
+            reps = 1
+            while keys[i + reps * n : i + (reps + 1) * n] == pattern:
+                reps += 1
+            if reps >= (3 if n < 4 else 2):
+                del words[i + n : i + reps * n]
+                del keys[i + n : i + reps * n]
+                collapsed = True
+                break
+        if not collapsed:
+            i += 1
+    return words
+
+
+def _collapse_line_loops(line: str) -> str:
+    indent = line[: len(line) - len(line.lstrip())]
+    words = line.split()
+    if len(words) < 3:
+        return line
+    collapsed = collapse_loops(list(words))
+    return line if collapsed == words else indent + " ".join(collapsed)
+
+
+def remove_repetition(text: str) -> str:
+    """Drop sentences and lines that repeat an earlier one, then collapse word loops.
+    Works on text whose LaTeX has been set aside (see :func:`clean_response`)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for line in text.split("\n"):
+        if not line.strip():
+            out.append(line)
+            continue
+        line = _collapse_line_loops(line)
+        marker = _LIST_MARKER.match(line)
+        prefix = marker.group(0) if marker else line[: len(line) - len(line.lstrip())]
+        body = line[len(prefix) :].strip()
+        kept: list[str] = []
+        for sentence in _SENTENCE_SPLIT.split(body):
+            key = _sentence_key(_HOLE_RX.sub(lambda m: f"<math{m.group(1)}>", sentence))
+            if len(key) >= _MIN_DEDUP_CHARS and not re.fullmatch(r"(?:<math\d+>\s*)+", key):
+                if key in seen:
+                    continue
+                seen.add(key)
+            kept.append(sentence)
+        if kept:
+            out.append(prefix + " ".join(kept))
+    return "\n".join(out)
+
+
+def trim_cut_off(text: str) -> str:
+    """Drop the unfinished sentence at the end of a reply that hit the token limit."""
+    text = text.rstrip()
+    if not text:
+        return text
+    unclosed = max(text.rfind("$$"), text.rfind("\\["), text.rfind("\\begin{"))
+    if unclosed >= 0:  # LaTeX opened but never closed (matched spans were set aside)
+        text = text[:unclosed].rstrip()
+        if not text:
+            return text
+    lines = text.split("\n")
+    last = lines[-1]
+    if unclosed < 0 and re.search(r"[.!?][\"')\]*_]*$", last):
+        return text  # already ends a sentence
+    if re.fullmatch(r"\s*(?:\x00\d+\x00\s*)+", last):
+        return text  # a complete display-math line
+    marker = _LIST_MARKER.match(last)
+    body_start = marker.end() if marker else 0
+    ends = [m for m in _SENTENCE_END.finditer(last) if m.start() >= body_start]
+    if ends:
+        lines[-1] = last[: ends[-1].end()]
+        return "\n".join(lines)
+    if len(lines) > 1:
+        return "\n".join(lines[:-1]).rstrip()
+    return text
+
+
+def clean_response(text: str, truncated: bool = False) -> str:
+    """The reply as shown to the student. ``truncated``: generation stopped at the token limit."""
+    text = text.replace("\r\n", "\n")
+    text = strip_special_tokens(text)
+    text = strip_role_markers(text)
+    held, spans = _protect_latex(text)
+    held = remove_repetition(held)
+    if truncated:
+        held = trim_cut_off(held)
+    held = re.sub(r"[ \t]+\n", "\n", held)
+    held = re.sub(r"\n{3,}", "\n\n", held).strip()
+    return _restore_latex(held, spans)

@@ -1,0 +1,110 @@
+"""Cleaning a student's message before anything else sees it.
+
+Unicode is normalised (NFC), lone surrogates become U+FFFD, control and bidi-override
+characters go (newline and tab stay), chat-template control strings are defused so a message
+cannot open a new "system" turn, and very long input is cut with a visible notice. An empty
+message is an :class:`~mimir.errors.InvalidInputError` before any model is called.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from mimir.errors import InvalidInputError
+
+#: About 2,000 tokens of English: more than the bundled model's whole window.
+DEFAULT_MAX_CHARS = 8000
+
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Invisible characters that reorder or hide text, plus BOM and non-characters.
+_INVISIBLE = re.compile("[\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufffe\uffff]")
+#: Strings chat templates treat as control tokens (ChatML, Llama 2/3, Gemma, Phi, Mistral).
+_TEMPLATE_TOKEN = re.compile(
+    r"<\|[A-Za-z0-9_ ]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>",
+)
+
+
+@dataclass(frozen=True)
+class CleanText:
+    text: str
+    truncated: bool = False
+    #: Shown to the student when something visible happened (truncation).
+    notice: str | None = None
+    original_chars: int = 0
+    #: What cleaning changed, for logs: "control characters removed", ...
+    changes: tuple[str, ...] = ()
+
+
+def _join_surrogate_pairs(text: str) -> str:
+    """Surrogate pairs that arrived as two code points (from JSON escapes) become one character."""
+    return _SURROGATE_PAIR.sub(lambda m: m.group(0).encode("utf-16", "surrogatepass").decode("utf-16"), text)
+
+
+def _strip_controls(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in "\n\t":
+            out.append(ch)
+        elif unicodedata.category(ch) == "Cc":
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def defuse_template_tokens(text: str) -> str:
+    """Break chat-template control strings (``<|im_start|>``, ``[INST]``...) with spaces, so
+    the tokenizer reads them as plain text and the student stays inside their own turn."""
+    return _TEMPLATE_TOKEN.sub(lambda m: f"{m.group(0)[0]} {m.group(0)[1:-1]} {m.group(0)[-1]}", text)
+
+
+def clean_user_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> CleanText:
+    if not isinstance(text, str):
+        raise InvalidInputError(f"the message must be text, not {type(text).__name__}")
+    if max_chars < 1:
+        raise ValueError("max_chars must be positive")
+    original_chars = len(text)
+    changes: list[str] = []
+
+    fixed = _join_surrogate_pairs(text)
+    if _LONE_SURROGATE.search(fixed):
+        fixed = _LONE_SURROGATE.sub("\ufffd", fixed)
+        changes.append("invalid unicode replaced")
+    fixed = fixed.replace("\r\n", "\n").replace("\r", "\n")
+    no_ctrl = _INVISIBLE.sub("", _strip_controls(fixed))
+    if no_ctrl != fixed:
+        changes.append("control characters removed")
+    normalised = unicodedata.normalize("NFC", no_ctrl)
+    defused = defuse_template_tokens(normalised)
+    if defused != normalised:
+        changes.append("chat-template tokens defused")
+    cleaned = re.sub(r"[ \t]+\n", "\n", defused)
+    cleaned = re.sub(r"\n{3,}", "\n\n", cleaned).strip()
+    if not cleaned:
+        raise InvalidInputError("the message is empty: write a question or a topic")
+
+    truncated = False
+    notice = None
+    if len(cleaned) > max_chars:
+        cut = cleaned[:max_chars]
+        space = max(cut.rfind(" "), cut.rfind("\n"))
+        if space > max_chars * 0.8:
+            cut = cut[:space]
+        cut = cut.rstrip()
+        truncated = True
+        notice = (
+            f"Your message was too long, so only its first {len(cut):,} of {len(cleaned):,} "
+            "characters were used."
+        )
+        cleaned = cut + " [...]"
+        changes.append("truncated")
+    return CleanText(
+        text=cleaned,
+        truncated=truncated,
+        notice=notice,
+        original_chars=original_chars,
+        changes=tuple(changes),
+    )
