@@ -12,7 +12,6 @@ from cache_trees import (
     ALPHA_OLD,
     ALPHA_OLD_WEIGHTS,
     BETA,
-    BETA_GGUF,
     GAMMA_NEW,
     INCOMPLETE,
     MISSING_COMMIT,
@@ -251,3 +250,18 @@ def test_report_is_frozen(tree):
     report = scan_cache(tree.root)
     with pytest.raises(AttributeError):
         report.repos = ()  # type: ignore[misc]
+
+
+def test_a_blob_that_links_out_of_the_cache_is_an_outside_link(tmp_path):
+    root = tmp_path / "hub"
+    elsewhere = tmp_path / "elsewhere.bin"
+    elsewhere.write_bytes(b"e" * 77)
+    snap = write_revision(root, "org/sneaky", ALPHA_NEW, {"w.bin": b"w" * 10, "ok.json": b"{}"}, refs=["main"])
+    blob = (snap / "w.bin").resolve()
+    blob.unlink()
+    blob.symlink_to(elsewhere)
+    report = scan_cache(root)
+    [warning] = [w for w in report.warnings if w.kind == "outside_symlink"]
+    assert warning.path == root.resolve() / "models--org--sneaky" / "snapshots" / ALPHA_NEW / "w.bin"
+    assert warning.target == str(elsewhere.resolve()) and warning.size_bytes == 77
+    assert [p.name for p in report.repo("org/sneaky").revisions[0].outside_links] == ["w.bin"]

@@ -16,7 +16,7 @@ from mimir.cache.cleanup import (
     old_revisions_of,
     plan_cleanup,
 )
-from mimir.cache.scan import (
+from mimir.cache.report import (
     CachedFile,
     CacheReport,
     CacheWarning,
@@ -25,9 +25,8 @@ from mimir.cache.scan import (
     Reference,
     RepoEntry,
     RevisionEntry,
-    resolve_cache_dir,
-    scan_cache,
 )
+from mimir.cache.scan import resolve_cache_dir, scan_cache
 
 __all__ = [
     "CacheReport",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mimir.cache._fs import Deletion, Resolver, Tree, check_deletable, is_inside, links_outside, walk_tree
-from mimir.cache.scan import CacheReport, RepoEntry, RevisionEntry, _jsonable
+from mimir.cache.report import CacheReport, RepoEntry, RevisionEntry, _jsonable
 from mimir.errors import InvalidInputError
 from mimir.units import format_bytes
 

@@ -12,299 +12,38 @@ need? It builds on ``huggingface_hub.scan_cache_dir`` and adds what that lacks:
   dangling links), incomplete downloads and links that point outside the cache. A broken
   entry never stops the scan.
 
-Sizes are integers (``*_bytes``); display strings are ``*_str`` properties.
+The records are in :mod:`mimir.cache.report`, the referenced-by marking in
+:mod:`mimir.cache.references`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimir.cache._fs import Resolver, is_inside, links_outside, walk_tree
+from mimir.cache.report import (
+    CachedFile,
+    CacheReport,
+    CacheWarning,
+    LocalModelFile,
+    MissingModel,
+    RepoEntry,
+    RevisionEntry,
+)
+from mimir.cache.references import mark_references
 from mimir.errors import InvalidInputError, MissingExtraError
-from mimir.units import format_bytes
 
 if TYPE_CHECKING:
     from mimir.config import Settings
 
 _IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", ".locks", "CACHEDIR.TAG"}
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-_HEX_RE = re.compile(r"[0-9a-f]{7,40}")
 #: Marker file of huggingface_hub's cache-wide shared blob store (``<cache>/blobs``).
 _SHARED_STORE_MARKER = ".huggingface-shared-blobs"
-
-WARNING_KINDS = (
-    "corrupted_repo",  # a repo folder huggingface_hub could not read; skipped from repos
-    "not_a_repo",  # a file or folder in the cache root that is no cache repo
-    "dangling_symlink",  # a snapshot link whose blob is missing
-    "broken_ref",  # a ref naming a commit that has no snapshot
-    "outside_symlink",  # a link that resolves outside the cache directory
-    "incomplete",  # an interrupted download (``blobs/*.incomplete``)
-)
-
-
-def format_age(epoch_s: float | None, *, now_s: float | None = None) -> str:
-    """``"3 days ago"`` for a timestamp; ``"-"`` for ``None``."""
-    if epoch_s is None:
-        return "-"
-    delta = (time.time() if now_s is None else now_s) - epoch_s
-    if delta < 0:
-        return "in the future"
-    for unit_s, name in ((86400 * 365, "year"), (86400 * 30, "month"), (86400 * 7, "week"),
-                         (86400, "day"), (3600, "hour"), (60, "minute")):
-        if delta >= unit_s:
-            n = int(delta // unit_s)
-            return f"{n} {name}{'s' if n != 1 else ''} ago"
-    return "just now"
-
-
-# -- report records ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reference:
-    """A configured model that uses a cached repo."""
-
-    model_id: str
-    roles: tuple[str, ...]
-    #: The revision as configured (branch, tag or commit); ``None`` for a ``path`` source.
-    revision: str | None
-    #: The commit it pins in this cache, ``None`` when that revision is not cached.
-    commit_hash: str | None
-    filename: str | None = None
-
-    def describe(self) -> str:
-        roles = f" ({', '.join(self.roles)})" if self.roles else ""
-        pin = f"@{self.commit_hash[:8]}" if self.commit_hash else "@(not cached)"
-        return f"{self.model_id}{roles}{pin}"
-
-
-@dataclass(frozen=True)
-class CachedFile:
-    #: Path inside the snapshot, with ``/`` separators (``"onnx/model.onnx"``).
-    name: str
-    file_path: Path
-    blob_path: Path
-    size_bytes: int
-
-
-@dataclass(frozen=True)
-class RevisionEntry:
-    commit_hash: str
-    snapshot_path: Path
-    refs: tuple[str, ...]
-    size_on_disk_bytes: int
-    files: tuple[CachedFile, ...]
-    last_modified_epoch_s: float
-    #: Configured model ids that pin this revision; pruning always keeps it.
-    pinned_by: tuple[str, ...] = ()
-    #: Snapshot files whose link resolves outside the cache directory.
-    outside_links: tuple[Path, ...] = ()
-
-    @property
-    def files_count(self) -> int:
-        return len(self.files)
-
-    @property
-    def pinned(self) -> bool:
-        return bool(self.pinned_by)
-
-    @property
-    def detached(self) -> bool:
-        return not self.refs
-
-    @property
-    def short_hash(self) -> str:
-        return self.commit_hash[:8]
-
-    @property
-    def size_on_disk_str(self) -> str:
-        return format_bytes(self.size_on_disk_bytes)
-
-    @property
-    def last_modified_str(self) -> str:
-        return format_age(self.last_modified_epoch_s)
-
-
-@dataclass(frozen=True)
-class RepoEntry:
-    repo_id: str
-    repo_type: str
-    repo_path: Path
-    #: Sum of the blobs this repo's snapshots link to (a blob shared by revisions counts once).
-    size_on_disk_bytes: int
-    files_count: int
-    #: Newest first.
-    revisions: tuple[RevisionEntry, ...]
-    last_accessed_epoch_s: float
-    last_modified_epoch_s: float
-    referenced_by: tuple[Reference, ...] = ()
-
-    @property
-    def cache_id(self) -> str:
-        return f"{self.repo_type}/{self.repo_id}"
-
-    @property
-    def referenced(self) -> bool:
-        return bool(self.referenced_by)
-
-    @property
-    def revisions_count(self) -> int:
-        return len(self.revisions)
-
-    @property
-    def refs(self) -> dict[str, str]:
-        """Ref name -> commit hash."""
-        return {ref: rev.commit_hash for rev in self.revisions for ref in rev.refs}
-
-    @property
-    def size_on_disk_str(self) -> str:
-        return format_bytes(self.size_on_disk_bytes)
-
-    @property
-    def last_accessed_str(self) -> str:
-        return format_age(self.last_accessed_epoch_s)
-
-    @property
-    def last_modified_str(self) -> str:
-        return format_age(self.last_modified_epoch_s)
-
-    def revision(self, commit_hash: str) -> RevisionEntry | None:
-        return next((r for r in self.revisions if r.commit_hash == commit_hash), None)
-
-
-@dataclass(frozen=True)
-class LocalModelFile:
-    """A configured model file outside the Hugging Face cache (a GGUF path, a package file)."""
-
-    model_id: str
-    roles: tuple[str, ...]
-    kind: str
-    path: Path
-    size_bytes: int
-
-    @property
-    def size_str(self) -> str:
-        return format_bytes(self.size_bytes)
-
-
-@dataclass(frozen=True)
-class MissingModel:
-    """A configured model whose files are not on disk."""
-
-    model_id: str
-    roles: tuple[str, ...]
-    source: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class CacheWarning:
-    kind: str
-    path: Path
-    message: str
-    size_bytes: int | None = None
-    repo_id: str | None = None
-    #: Where a link points, for ``dangling_symlink`` and ``outside_symlink``.
-    target: str | None = None
-
-    @property
-    def size_str(self) -> str:
-        return format_bytes(self.size_bytes)
-
-
-@dataclass(frozen=True)
-class CacheReport:
-    cache_dir: Path
-    #: False when the cache directory does not exist yet (nothing downloaded).
-    exists: bool
-    #: Largest first.
-    repos: tuple[RepoEntry, ...]
-    local_files: tuple[LocalModelFile, ...]
-    missing: tuple[MissingModel, ...]
-    warnings: tuple[CacheWarning, ...]
-    #: Blobs of readable repos, a blob shared between repos counted once.
-    repos_size_bytes: int
-    incomplete_size_bytes: int
-    #: Files inside repo folders that could not be read as repos.
-    corrupted_size_bytes: int
-    scanned_at_epoch_s: float
-    scan_duration_s: float
-
-    @property
-    def size_on_disk_bytes(self) -> int:
-        return self.repos_size_bytes + self.incomplete_size_bytes + self.corrupted_size_bytes
-
-    @property
-    def size_on_disk_str(self) -> str:
-        return format_bytes(self.size_on_disk_bytes)
-
-    @property
-    def repos_count(self) -> int:
-        return len(self.repos)
-
-    @property
-    def referenced_repos(self) -> tuple[RepoEntry, ...]:
-        return tuple(r for r in self.repos if r.referenced)
-
-    @property
-    def unreferenced_repos(self) -> tuple[RepoEntry, ...]:
-        return tuple(r for r in self.repos if not r.referenced)
-
-    @property
-    def unreferenced_size_bytes(self) -> int:
-        return sum(r.size_on_disk_bytes for r in self.unreferenced_repos)
-
-    @property
-    def unreferenced_size_str(self) -> str:
-        return format_bytes(self.unreferenced_size_bytes)
-
-    @property
-    def local_size_bytes(self) -> int:
-        return sum(f.size_bytes for f in self.local_files)
-
-    def repo(self, repo_id: str, repo_type: str = "model") -> RepoEntry | None:
-        return next((r for r in self.repos if r.repo_id == repo_id and r.repo_type == repo_type), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: sizes as integers, paths as strings, plus display strings."""
-        out = _jsonable(self)
-        out.update(
-            size_on_disk_bytes=self.size_on_disk_bytes,
-            size_on_disk_str=self.size_on_disk_str,
-            repos_count=self.repos_count,
-            unreferenced_size_bytes=self.unreferenced_size_bytes,
-        )
-        for repo_dict, repo in zip(out["repos"], self.repos):
-            repo_dict.update(
-                cache_id=repo.cache_id,
-                referenced=repo.referenced,
-                size_on_disk_str=repo.size_on_disk_str,
-                revisions_count=repo.revisions_count,
-            )
-            for rev_dict, rev in zip(repo_dict["revisions"], repo.revisions):
-                rev_dict["files_count"] = rev.files_count
-                rev_dict["files"] = [{"name": f.name, "size_bytes": f.size_bytes} for f in rev.files]
-        return out
-
-
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
-
 
 # -- scanning ------------------------------------------------------------------------------
 
@@ -361,13 +100,14 @@ def scan_cache(
             repo_dir = inc.file_path.parent.parent
             incomplete_by_dir[repo_dir] += inc.size_on_disk
             incomplete_size += inc.size_on_disk
+            parsed = _parse_repo_dir(repo_dir.name)
             warnings.append(
                 CacheWarning(
                     kind="incomplete",
                     path=inc.file_path,
                     message="interrupted download",
                     size_bytes=inc.size_on_disk,
-                    repo_id=_parse_repo_dir(repo_dir.name)[1] if _parse_repo_dir(repo_dir.name) else None,
+                    repo_id=parsed[1] if parsed else None,
                 )
             )
         messages = [str(w) for w in info.warnings]
@@ -382,7 +122,7 @@ def scan_cache(
     local_files: list[LocalModelFile] = []
     missing: list[MissingModel] = []
     if settings is not None:
-        repos = _mark_references(settings, root, repos, corrupted, resolver, local_files, missing)
+        repos = mark_references(settings, root, repos, corrupted, resolver, local_files, missing)
     repos.sort(key=lambda r: (-r.size_on_disk_bytes, r.cache_id))
     return CacheReport(
         cache_dir=root,
@@ -399,12 +139,44 @@ def scan_cache(
     )
 
 
+def _entries_that_are_links(directory: Path) -> set[str] | None:
+    """Names of the links directly in ``directory`` (from ``d_type``: no ``stat`` per entry)."""
+    try:
+        with os.scandir(directory) as it:
+            return {e.name for e in it if e.is_symlink()}
+    except OSError:
+        return None
+
+
 def _repo_entry(repo: Any, root: Path, resolver: Resolver, warnings: list[CacheWarning]) -> RepoEntry:
+    # Fast path for the usual layout: a real repo folder inside the root, real snapshot
+    # folders, and a snapshot link whose first hop is a regular file in this repo's blobs/
+    # lies inside the root. Anything else goes through the full resolver.
+    repo_real = os.path.realpath(repo.repo_path)
+    layout_ok = is_inside(repo_real, root) and repo_real == os.fspath(repo.repo_path)
+    blobs_dir = os.fspath(repo.repo_path / "blobs")
+    blob_links = _entries_that_are_links(repo.repo_path / "blobs") if layout_ok else None
+    snapshot_links = _entries_that_are_links(repo.repo_path / "snapshots") if layout_ok else None
     revisions = []
     for rev in repo.revisions:
         files = []
         outside = []
+        snapshot_text = os.fspath(rev.snapshot_path)
+        fast = blob_links is not None and snapshot_links is not None and rev.snapshot_path.name not in snapshot_links
         for f in rev.files:
+            if fast:
+                blob_dir, blob_name = os.path.split(os.fspath(f.blob_path))
+                # huggingface_hub reuses the file's path object as blob_path for a regular file
+                if f.blob_path is f.file_path or (blob_dir == blobs_dir and blob_name not in blob_links):
+                    files.append(
+                        CachedFile(
+                            name=os.fspath(f.file_path)[len(snapshot_text) + 1 :].replace(os.sep, "/"),
+                            file_path=f.file_path,
+                            blob_path=f.blob_path,
+                            size_bytes=f.size_on_disk,
+                        )
+                    )
+                    continue
             real, _exists = resolver.resolve(f.file_path)
             if not is_inside(real, root):
                 outside.append(f.file_path)
@@ -560,137 +332,3 @@ def _size_or_none(path: str) -> int | None:
         return os.stat(path).st_size
     except OSError:
         return None
-
-
-# -- references ----------------------------------------------------------------------------
-
-
-def _mark_references(
-    settings: Settings,
-    root: Path,
-    repos: list[RepoEntry],
-    corrupted: dict[tuple[str, str], Path],
-    resolver: Resolver,
-    local_files: list[LocalModelFile],
-    missing: list[MissingModel],
-) -> list[RepoEntry]:
-    roles_of: dict[str, list[str]] = defaultdict(list)
-    for role, model_id in settings.roles.items():
-        roles_of[model_id].append(role)
-    by_key = {(r.repo_type, r.repo_id): r for r in repos}
-    by_dir = {r.repo_path.name: r for r in repos}
-    refs: dict[tuple[str, str], list[Reference]] = defaultdict(list)
-    pins: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-
-    def add(repo: RepoEntry, ref: Reference, commits: list[str]) -> None:
-        key = (repo.repo_type, repo.repo_id)
-        refs[key].append(ref)
-        for commit in commits:
-            pins[key][commit].append(ref.model_id)
-
-    for model_id, spec in settings.models.items():
-        src = spec.source
-        roles = tuple(roles_of.get(model_id, ()))
-        if src.kind == "hf":
-            key = ("model", src.value)
-            repo = by_key.get(key)
-            if repo is None:
-                why = "its cache folder is corrupted (see warnings)" if key in corrupted else "not in the cache"
-                missing.append(MissingModel(model_id, roles, src.describe(), why))
-                continue
-            wanted = src.revision or "main"
-            commit, why = _resolve_revision(repo, wanted)
-            add(repo, Reference(model_id, roles, wanted, commit, src.filename), [commit] if commit else [])
-            if commit is None:
-                missing.append(MissingModel(model_id, roles, src.describe(), why))
-            elif src.filename and not any(f.name == src.filename for f in repo.revision(commit).files):  # type: ignore[union-attr]
-                missing.append(
-                    MissingModel(model_id, roles, src.describe(), f"file '{src.filename}' is not in revision {commit[:8]}")
-                )
-        elif src.kind in ("path", "package"):
-            path = src.local_path()
-            if path is None:
-                package = src.value.partition("/")[0]
-                missing.append(MissingModel(model_id, roles, src.describe(), f"package '{package}' is not installed"))
-                continue
-            inside = _locate_in_cache(path, root, by_dir)
-            if inside is not None:
-                repo, commits, rest = inside
-                add(repo, Reference(model_id, roles, None, commits[0] if len(commits) == 1 else None, rest), commits)
-                if not os.path.exists(path):
-                    missing.append(MissingModel(model_id, roles, src.describe(), "file not found"))
-                continue
-            if not os.path.exists(path):
-                missing.append(MissingModel(model_id, roles, src.describe(), "file not found"))
-                continue
-            local_files.append(LocalModelFile(model_id, roles, src.kind, Path(os.path.abspath(path)), _path_size(path)))
-        # ``url`` models are served elsewhere: nothing of theirs is on this disk.
-
-    out = []
-    for repo in repos:
-        key = (repo.repo_type, repo.repo_id)
-        if key not in refs:
-            out.append(repo)
-            continue
-        repo_pins = pins.get(key, {})
-        revisions = tuple(
-            replace(rev, pinned_by=tuple(sorted(set(repo_pins.get(rev.commit_hash, ())))))
-            for rev in repo.revisions
-        )
-        out.append(replace(repo, revisions=revisions, referenced_by=tuple(refs[key])))
-    return out
-
-
-def _resolve_revision(repo: RepoEntry, wanted: str) -> tuple[str | None, str]:
-    """The cached commit ``wanted`` (branch, tag or commit hash) names, or why there is none."""
-    if _COMMIT_RE.fullmatch(wanted):
-        if repo.revision(wanted) is not None:
-            return wanted, ""
-        return None, f"commit {wanted[:8]} is not in the cache"
-    refs = repo.refs
-    for name in (wanted, wanted.removeprefix("refs/heads/"), wanted.removeprefix("refs/tags/")):
-        if name in refs:
-            return refs[name], ""
-    if _HEX_RE.fullmatch(wanted):
-        matches = [r.commit_hash for r in repo.revisions if r.commit_hash.startswith(wanted)]
-        if len(matches) == 1:
-            return matches[0], ""
-    cached = ", ".join(sorted(refs)) or "no refs"
-    return None, f"revision '{wanted}' is not in the cache (cached refs: {cached})"
-
-
-def _locate_in_cache(
-    path: Path, root: Path, by_dir: Mapping[str, RepoEntry]
-) -> tuple[RepoEntry, list[str], str | None] | None:
-    """For a configured path inside the cache: its repo, the commits it pins, the file."""
-    text = os.path.abspath(path)
-    candidates = [text, os.path.join(os.path.realpath(os.path.dirname(text)), os.path.basename(text))]
-    for candidate in candidates:
-        if not is_inside(candidate, root) or candidate == os.fspath(root):
-            continue
-        parts = Path(candidate).relative_to(root).parts
-        repo = by_dir.get(parts[0])
-        if repo is None:
-            return None
-        if len(parts) >= 3 and parts[1] == "snapshots":
-            rest = "/".join(parts[3:]) or None
-            return repo, [parts[2]] if repo.revision(parts[2]) else [], rest
-        if len(parts) == 3 and parts[1] == "blobs":
-            blob = root.joinpath(*parts)
-            commits = [r.commit_hash for r in repo.revisions if any(f.blob_path == blob for f in r.files)]
-            return repo, commits, None
-        return repo, [r.commit_hash for r in repo.revisions], None
-    return None
-
-
-def _path_size(path: Path) -> int:
-    if os.path.isdir(path):
-        total = 0
-        for dirpath, _dirs, names in os.walk(path):
-            for name in names:
-                try:
-                    total += os.stat(os.path.join(dirpath, name)).st_size
-                except OSError:
-                    continue
-        return total
-    return os.stat(path).st_size
