@@ -70,6 +70,16 @@ def test_cache_json_sorted_by_name(tree, config):
     assert [m["model_id"] for m in data["missing"]] == ["absent"]
 
 
+def test_cache_json_sorted_by_last_access(tree):
+    for repo_id, atime in (("org/alpha", 1_000_000), ("org/beta", 3_000_000), ("org/gamma", 2_000_000)):
+        for blob in (tree.repo(repo_id) / "blobs").iterdir():
+            os.utime(blob, (atime, blob.stat().st_mtime))
+    out = run("cache", "--cache-dir", str(tree.root), "--json", "--sort", "accessed")
+    ids = [r["repo_id"] for r in json.loads(out.stdout)["repos"]]
+    # data and linked were written just now; then beta, gamma, alpha by their access times
+    assert ids[-3:] == ["org/beta", "org/gamma", "org/alpha"]
+
+
 def test_cache_json_sorted_by_size_by_default(tree):
     out = run("cache", "--cache-dir", str(tree.root), "--json")
     sizes = [r["size_on_disk_bytes"] for r in json.loads(out.stdout)["repos"]]

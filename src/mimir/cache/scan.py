@@ -91,7 +91,10 @@ def scan_cache(
             from huggingface_hub import scan_cache_dir
         except ImportError:
             raise MissingExtraError("huggingface_hub", "cache", "Scanning the Hugging Face cache") from None
-        info = scan_cache_dir(root)
+        try:
+            info = scan_cache_dir(root)
+        except OSError as exc:  # unreadable folder: huggingface_hub stops the whole scan
+            raise InvalidInputError(f"cannot read the cache at {root}: {exc}") from None
         repos_size = info.size_on_disk
         repos = [_repo_entry(repo, root, resolver, warnings) for repo in info.repos]
         valid = {repo.repo_path for repo in info.repos}
