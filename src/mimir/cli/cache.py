@@ -80,6 +80,8 @@ def prune(
 
     Revisions a configured model pins are always kept; nothing outside the cache directory is
     ever deleted. In a terminal, without --yes or --dry-run, asks before deleting.
+    "Unreferenced" means unused by this Mimir configuration: other programs sharing the cache
+    may still use those repos.
     """
     if dry_run and yes:
         raise InvalidInputError("--dry-run and --yes contradict each other; pass one of them")
