@@ -265,3 +265,35 @@ def test_a_blob_that_links_out_of_the_cache_is_an_outside_link(tmp_path):
     assert warning.path == root.resolve() / "models--org--sneaky" / "snapshots" / ALPHA_NEW / "w.bin"
     assert warning.target == str(elsewhere.resolve()) and warning.size_bytes == 77
     assert [p.name for p in report.repo("org/sneaky").revisions[0].outside_links] == ["w.bin"]
+
+
+def test_link_resolution_agrees_with_realpath(tmp_path):
+    import os
+
+    from mimir.cache._fs import Resolver
+
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    (tmp_path / "real" / "deep" / "f").write_text("x")
+    (tmp_path / "dirlink").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "rel").symlink_to("deep/f")
+    (tmp_path / "real" / "up").symlink_to("../real/deep/f")
+    (tmp_path / "real" / "through").symlink_to("../dirlink/deep/../deep/f")
+    (tmp_path / "real" / "chain").symlink_to("up")
+    (tmp_path / "real" / "abs").symlink_to(tmp_path / "dirlink" / "deep" / "f")
+    (tmp_path / "real" / "dangling").symlink_to("nowhere/x")
+    (tmp_path / "real" / "loop1").symlink_to("loop2")
+    (tmp_path / "real" / "loop2").symlink_to("loop1")
+    (tmp_path / "real" / "dotdot_after_link").symlink_to("../dirlink/deep/../../real/deep/f")
+    # ``..`` after a link climbs from the link's target, not lexically
+    (tmp_path / "other" / "inner").mkdir(parents=True)
+    (tmp_path / "other" / "f2").write_text("y")
+    (tmp_path / "innerlink").symlink_to(tmp_path / "other" / "inner")
+    (tmp_path / "real" / "nonlexical").symlink_to("../innerlink/../f2")
+    resolver = Resolver()
+    for name in ("rel", "up", "through", "chain", "abs", "dotdot_after_link", "nonlexical", "dangling"):
+        for base in (tmp_path / "real", tmp_path / "dirlink"):
+            real, exists = resolver.resolve(base / name)
+            assert real == os.path.realpath(base / name), name
+            assert exists == os.path.exists(base / name), name
+    _real, exists = resolver.resolve(tmp_path / "real" / "loop1")
+    assert exists is False
