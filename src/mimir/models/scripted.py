@@ -12,7 +12,9 @@ Options (``ModelSpec.options``):
 - ``scores``: mapping choice -> log-prob for ``score_choices``; unknown choices get -10;
 - ``load_s``: seconds a load takes (to exercise concurrent requests);
 - ``fail``: an error message; loading raises ``ModelLoadError`` with it;
-- ``device``: ``"ram"`` or ``"gpu"`` (declared only; memory is host memory).
+- ``device``: ``"ram"`` or ``"gpu"`` (declared only; memory is host memory);
+- ``oom_loads``: the first N load attempts of this model (per backend instance) raise
+  ``DeviceOutOfMemoryError`` on ``device``, to exercise the manager's evict-and-retry path.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from mimir.errors import ModelLoadError
+from collections import Counter
+
+from mimir.errors import DeviceOutOfMemoryError, ModelLoadError
 from mimir.models.base import Backend, ChatMessage, Delta, GenerationParams, LoadedModel
 from mimir.models.spec import MemoryEstimate, ModelSpec
 
@@ -69,6 +73,10 @@ class ScriptedModel(LoadedModel):
 class ScriptedBackend(Backend):
     name = "scripted"
 
+    def __init__(self) -> None:
+        self._attempts: Counter = Counter()  # load attempts per model id (for ``oom_loads``)
+        self._attempts_lock = threading.Lock()
+
     def estimate(self, spec: ModelSpec) -> MemoryEstimate:
         size = int(spec.options.get("size_bytes", MiB))
         device = spec.options.get("device", "ram")
@@ -78,6 +86,12 @@ class ScriptedBackend(Backend):
         delay = float(spec.options.get("load_s", 0))
         if delay:
             time.sleep(delay)  # stands in for reading weights
+        with self._attempts_lock:
+            self._attempts[spec.id] += 1
+            attempt = self._attempts[spec.id]
+        if attempt <= int(spec.options.get("oom_loads", 0)):
+            device = spec.options.get("device", "ram")
+            raise DeviceOutOfMemoryError(spec.id, device, "load", f"scripted out-of-memory on load attempt {attempt}")
         if spec.options.get("fail"):
             raise ModelLoadError(spec.id, spec.source.describe(), str(spec.options["fail"]))
         return ScriptedModel(spec)

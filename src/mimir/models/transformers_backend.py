@@ -26,7 +26,6 @@ delta is the model, not one-time library initialisation.
 from __future__ import annotations
 
 import copy
-import ctypes
 import gc
 import inspect
 import math
@@ -186,15 +185,13 @@ def estimate_memory(config: dict[str, Any], checkpoint: CheckpointInfo, plan: Lo
 
 def free_memory(cuda: bool) -> None:
     """Collect garbage, return cached CUDA blocks and free heap pages to the OS."""
+    from mimir.runtime.probe import release_freed_memory
+
     gc.collect()
     torch = sys.modules.get("torch")
     if cuda and torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-    if sys.platform.startswith("linux"):
-        try:  # glibc keeps freed heap pages; without this RSS would not go down
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+    release_freed_memory()
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -278,6 +275,13 @@ class TransformersModel(LoadedModel):
 
     def message_tokens(self, message: ChatMessage) -> int:
         return self.count_tokens(message.content) + self._per_message
+
+    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None):
+        result = super().stream(messages, params)
+        # The guard counts messages; the template's fixed part (generation prompt, default
+        # system text) is measured once at load, so the reported prompt size is exact.
+        result.tokens_in += self._prompt_overhead
+        return result
 
     def _render(self, messages: Sequence[ChatMessage]) -> str:
         _, tok = self._require()

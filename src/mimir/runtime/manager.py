@@ -17,6 +17,9 @@ Rules it keeps:
 - **eviction**: idle (not in use, not pinned) models go least-recently-used first until the
   new model fits; models in use are waited for (up to ``load_timeout_s``), never evicted;
 - **no fallback**: a failed load raises ``ModelLoadError`` naming the source and the cause;
+- **out of memory**: a ``DeviceOutOfMemoryError`` during a load evicts the idle models on
+  that device and retries once, then fails with a ``ModelLoadError`` that says so;
+  ``evict_idle()`` does the same for callers that run out of memory while generating;
 - **keep-alive**: with ``keep_alive_s`` set, a reaper thread unloads models idle that long.
 
 Locking: ``_cond`` (a Condition over one lock) protects ``_resident``, ``_loading``,
@@ -36,7 +39,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from mimir.errors import BudgetExceededError, InvalidInputError, MimirError, ModelLoadError, UnknownModelError
+from mimir.errors import (
+    BudgetExceededError,
+    DeviceOutOfMemoryError,
+    InvalidInputError,
+    MimirError,
+    ModelLoadError,
+    UnknownModelError,
+)
 from mimir.models.base import LoadedModel
 from mimir.models.registry import BackendRegistry, default_registry
 from mimir.models.spec import MemoryEstimate, ModelSpec
@@ -50,7 +60,7 @@ from mimir.runtime.policy import (
     next_expiry,
     pick_victims,
 )
-from mimir.runtime.probe import process_footprint
+from mimir.runtime.probe import process_footprint, release_freed_memory
 from mimir.units import format_bytes
 
 if TYPE_CHECKING:
@@ -273,6 +283,25 @@ class ModelManager:
         self._close_and_report([(model_id, entry)], kind="unload", reason=reason)
         return True
 
+    def evict_idle(self, reason: str, device: str | None = None) -> list[str]:
+        """Evict every idle, unpinned model now (only those on ``device`` when given).
+
+        For a caller that met a :class:`~mimir.errors.DeviceOutOfMemoryError` while
+        generating: evict, then retry once. Loads do this themselves. Returns the evicted ids.
+        """
+        with self._cond:
+            victims = [
+                (mid, e)
+                for mid, e in self._resident.items()
+                if not e.in_use and not e.spec.pinned and (device is None or e.estimate.device == device)
+            ]
+            for mid, _ in victims:
+                del self._resident[mid]
+            self._evictions += len(victims)
+            self._cond.notify_all()
+        self._close_and_report(victims, kind="evict", reason=reason)
+        return [mid for mid, _ in victims]
+
     def status(self) -> ManagerStatus:
         with self._cond:
             resident = tuple(
@@ -395,7 +424,7 @@ class ModelManager:
         # We hold the load ticket: free the victims, then load, all outside the lock.
         try:
             self._close_and_report(evicted, kind="evict", reason=f"make room for '{model_id}'")
-            entry = self._load(spec, estimate, me)
+            entry = self._load_retrying_oom(spec, estimate, me)
         except BaseException as exc:
             with self._cond:
                 ticket.done = True
@@ -460,6 +489,23 @@ class ModelManager:
             holders=Counter({owner: 1}),
         )
 
+    def _load_retrying_oom(self, spec: ModelSpec, estimate: MemoryEstimate, owner: int) -> _Entry:
+        """``_load``; on a device out-of-memory error, evict idle models on that device and retry once."""
+        try:
+            return self._load(spec, estimate, owner)
+        except DeviceOutOfMemoryError as exc:
+            device = exc.device
+        evicted = self.evict_idle(f"out of {device} memory while loading '{spec.id}'", device=device)
+        try:
+            return self._load(spec, estimate, owner)
+        except DeviceOutOfMemoryError as exc:
+            raise ModelLoadError(
+                spec.id,
+                spec.source.describe(),
+                f"out of {exc.device} memory even after evicting idle models "
+                f"({', '.join(evicted) or 'none were idle'}) and retrying once: {exc.cause}",
+            ) from exc
+
     def _release(self, model_id: str) -> None:
         me = threading.get_ident()
         with self._cond:
@@ -480,6 +526,7 @@ class ModelManager:
                 entry.model.close()
             except Exception as exc:  # closing must not stop the others from being freed
                 log.warning("closing model %s failed: %s", model_id, exc)
+            release_freed_memory()  # so "freed" and the next load's delta are measured truly
             after = self._probe()
             delta = before - after
             freed = delta.gpu_bytes if entry.estimate.device == "gpu" else delta.ram_bytes
