@@ -464,6 +464,9 @@ class ModelManager:
 
     def _load(self, spec: ModelSpec, estimate: MemoryEstimate, owner: int) -> _Entry:
         backend = self._registry.get(spec.backend)
+        # Memory freed by earlier unloads goes back to the OS first; otherwise this load could
+        # reuse it without RSS moving, and would measure almost nothing.
+        release_freed_memory()
         before = self._probe()
         t0 = time.perf_counter()
         try:
@@ -526,7 +529,6 @@ class ModelManager:
                 entry.model.close()
             except Exception as exc:  # closing must not stop the others from being freed
                 log.warning("closing model %s failed: %s", model_id, exc)
-            release_freed_memory()  # so "freed" and the next load's delta are measured truly
             after = self._probe()
             delta = before - after
             freed = delta.gpu_bytes if entry.estimate.device == "gpu" else delta.ram_bytes
