@@ -43,6 +43,7 @@ class PeakSampler:
         # -- protected by _cond ----------------------------------------------------------
         self._windows: dict[int, PeakWindow] = {}
         self._thread: threading.Thread | None = None
+        self._parked = False  # the thread waits, untimed, for a window to open
         self._closed = False
         #: Readings taken since start (for tests and the benchmark's cost accounting).
         self.samples_taken = 0
@@ -52,14 +53,15 @@ class PeakSampler:
         key = next(self._ids)
         window = PeakWindow(time.monotonic(), start_rss_bytes)
         with self._cond:
-            was_idle = not self._windows
             self._windows[key] = window
             if self._closed:
                 return key
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="mimir-rss-sampler", daemon=True)
                 self._thread.start()
-            elif was_idle:
+            elif self._parked:
+                # Only a parked thread needs waking; one between ticks samples at its next tick.
+                self._parked = False
                 self._cond.notify()
         return key
 
@@ -78,6 +80,7 @@ class PeakSampler:
         """Stop the thread. Open windows stop being sampled. Idempotent."""
         with self._cond:
             self._closed = True
+            self._parked = False
             thread = self._thread
             self._cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
@@ -87,7 +90,9 @@ class PeakSampler:
         with self._cond:
             while not self._closed:
                 if not self._windows:
+                    self._parked = True
                     self._cond.wait()
+                    self._parked = False
                     continue
                 self._cond.release()
                 try:
