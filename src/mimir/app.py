@@ -17,7 +17,9 @@ from mimir.config import Settings, load_settings
 from mimir.runtime.manager import ModelManager
 
 if TYPE_CHECKING:
+    from mimir.storage.conversations import ConversationStore
     from mimir.storage.db import Database
+    from mimir.tutor.pipeline import Tutor
     from mimir.telemetry.recorder import Telemetry
 
 
@@ -50,6 +52,19 @@ class MimirApp:
         telemetry = telemetry_from_settings(self.settings, self.db if options.store else None)
         telemetry.attach(self.manager)
         return telemetry
+
+    @cached_property
+    def conversations(self) -> ConversationStore:
+        from mimir.storage.conversations import ConversationStore
+
+        return ConversationStore(self.db)
+
+    @cached_property
+    def tutor(self) -> Tutor:
+        """The tutor pipeline on this app's manager, telemetry and conversation store."""
+        from mimir.tutor.pipeline import Tutor
+
+        return Tutor(self.settings, self.manager, self.telemetry, self.conversations)
 
     def close(self) -> None:
         if "manager" in self.__dict__:

@@ -1,56 +1,80 @@
-"""``mimir ask``: one question, answered with streamed tokens."""
+"""``mimir ask``: one full tutor turn, answered with streamed tokens."""
 
 from __future__ import annotations
 
 import json
 import sys
-import uuid
+from typing import Optional
 
 import typer
+from rich.console import Console
 
 from mimir.cli.context import state
 from mimir.errors import InvalidInputError
-from mimir.models.base import ChatMessage, GenerationParams
 from mimir.telemetry.records import turn_json
+from mimir.tutor.pipeline import TurnResult
+from mimir.units import format_bytes
+
+_err = Console(stderr=True, highlight=False)
 
 
 def ask(
     ctx: typer.Context,
     question: str = typer.Argument(..., help="The question to ask the tutor."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
-    max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Most tokens in the answer."),
+    session: Optional[str] = typer.Option(None, "--session", "-s", help="Continue this session (default: a new one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (response, flags, steps) instead of streaming text."),
 ) -> None:
-    """Ask one question; the answer streams to the terminal.
+    """Ask the tutor one question. The answer streams to the terminal.
 
-    Every step is measured (time, tokens, RSS before/after/peak, GPU memory, model loads) and
-    stored under MIMIR_HOME; ``--json`` prints the turn with its steps; ``-v`` logs a line per step.
+    The whole pipeline runs (decisions, tool, thinking, response); every step is measured
+    (time, tokens, RSS before/after/peak, GPU memory, model loads), logged with -v, and stored
+    with the turn under MIMIR_HOME.
     """
     if not question.strip():
         raise InvalidInputError("the question is empty; write what you want to learn about")
     app = state(ctx).app()
-    manager = app.manager
-    telemetry = app.telemetry  # opens the database now: a bad MIMIR_HOME fails before any load
-    messages = [ChatMessage("user", question.strip())]
-    params = GenerationParams(max_tokens=max_tokens, temperature=app.settings.tutor.temperature)
-    model_id = manager.model_for_role("response")
-    with telemetry.turn(session_id=f"cli-{uuid.uuid4().hex[:12]}") as turn:
-        with telemetry.step("response", agent="response", model=model_id) as step:
-            with manager.use(model_id) as model:
-                stream = model.stream(messages, params)
-                for piece in stream:
-                    if not as_json:
-                        sys.stdout.write(piece)
-                        sys.stdout.flush()
-                completion = stream.completion
-            step.add_tokens(tokens_in=completion.tokens_in, tokens_out=completion.tokens_out)
-    telemetry.flush()
+    tutor = app.tutor  # opens the database now: a bad MIMIR_HOME fails before any load
+
+    def on_token(text: str) -> None:
+        if not as_json:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    def on_status(text: str) -> None:
+        if not as_json:
+            _err.print(f"[dim]{text}[/]")
+
+    result = tutor.run_turn(question, session, on_token=on_token, on_status=on_status)
+    app.telemetry.flush()
     if as_json:
-        payload = turn_json(
-            turn.record,
-            completion.text,
-            model=completion.model_id,
-            finish_reason=completion.finish_reason,
-        )
-        typer.echo(json.dumps(payload))
-    else:
-        sys.stdout.write("\n")
+        typer.echo(json.dumps(result_json(result)))
+        return
+    sys.stdout.write("\n")
+    print_footer(result)
+
+
+def result_json(result: TurnResult) -> dict:
+    return turn_json(
+        result.telemetry,
+        result.response,
+        session=result.session_id,
+        turn=result.turn_id,
+        flags=list(result.flags),
+        chart_path=result.chart_path,
+        chart_description=result.chart_description,
+        notices=list(result.notices),
+        finish_reason=result.finish_reason,
+    )
+
+
+def print_footer(result: TurnResult) -> None:
+    """One dim status line: time, tokens, active segments, peak memory; and notices."""
+    rec = result.telemetry
+    if result.chart_path:
+        _err.print(f"[cyan]chart:[/] {result.chart_path}")
+    for notice in result.notices:
+        _err.print(f"[yellow]note:[/] {notice}")
+    _err.print(
+        f"[dim]{rec.wall_s:.1f}s · {rec.tokens_out} tokens · peak {format_bytes(rec.peak_rss_bytes)} · "
+        f"{', '.join(result.flags)} · session {result.session_id}[/]"
+    )

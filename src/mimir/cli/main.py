@@ -10,8 +10,11 @@ import typer
 
 from mimir.cli import ask as ask_cmd
 from mimir.cli import cache as cache_cmd
+from mimir.cli import chat as chat_cmd
+from mimir.cli import eval_cmd
 from mimir.cli import memory as memory_cmd
 from mimir.cli import models as models_cmd
+from mimir.cli import sessions as sessions_cmd
 from mimir.cli.context import CliState
 from mimir.cli.errors import report
 
@@ -41,6 +44,9 @@ def _root(
 
 app.command("models")(models_cmd.models)
 app.command("ask")(ask_cmd.ask)
+app.command("chat")(chat_cmd.chat)
+app.add_typer(sessions_cmd.sessions_app, name="sessions")
+app.command("eval")(eval_cmd.eval_cases)
 app.add_typer(cache_cmd.cache_app, name="cache")
 app.command("memory")(memory_cmd.memory)
 

@@ -12,6 +12,7 @@ Options (``ModelSpec.options``):
 - ``scores``: mapping choice -> log-prob for ``score_choices``; unknown choices get -10;
 - ``load_s``: seconds a load takes (to exercise concurrent requests);
 - ``fail``: an error message; loading raises ``ModelLoadError`` with it;
+- ``fail_on``: generation raises ``GenerationError`` when the last message contains this text;
 - ``device``: ``"ram"`` or ``"gpu"`` (declared only; memory is host memory);
 - ``oom_loads``: the first N load attempts of this model (per backend instance) raise
   ``DeviceOutOfMemoryError`` on ``device``, to exercise the manager's evict-and-retry path.
@@ -26,7 +27,7 @@ from collections.abc import Iterator, Sequence
 
 from collections import Counter
 
-from mimir.errors import DeviceOutOfMemoryError, ModelLoadError
+from mimir.errors import DeviceOutOfMemoryError, GenerationError, ModelLoadError
 from mimir.models.base import Backend, ChatMessage, Delta, GenerationParams, LoadedModel
 from mimir.models.spec import MemoryEstimate, ModelSpec
 
@@ -51,6 +52,9 @@ class ScriptedModel(LoadedModel):
         with self._lock:
             self.calls.append(list(messages))
             reply = next(self._replies)
+        trigger = self.spec.options.get("fail_on")
+        if trigger and messages and trigger in messages[-1].content:
+            raise GenerationError(self.id, f"scripted failure on {trigger!r}")
         words = reply.split(" ")
         for i, word in enumerate(words[: params.max_tokens]):
             text = word if i == 0 else " " + word

@@ -97,3 +97,41 @@ def m001_telemetry_steps(conn: sqlite3.Connection) -> None:
     )
     conn.execute("CREATE INDEX telemetry_events_step ON telemetry_events (step_id, seq)")
     conn.execute("CREATE INDEX telemetry_events_model ON telemetry_events (model_id, kind, at)")
+
+
+@migration
+def m002_conversations(conn: sqlite3.Connection) -> None:
+    """Tutor sessions and their turns; a turn's steps are telemetry_steps rows with its turn_id."""
+    conn.execute(
+        """
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE turns (
+            id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            user_message TEXT NOT NULL,
+            response TEXT,
+            status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+            error TEXT,
+            flags_json TEXT NOT NULL,
+            tool_output_path TEXT,
+            tool_description TEXT,
+            notices_json TEXT NOT NULL DEFAULT '[]',
+            tokens_in INTEGER,
+            tokens_out INTEGER,
+            wall_s REAL,
+            UNIQUE (session_id, seq)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX turns_session ON turns (session_id, seq)")

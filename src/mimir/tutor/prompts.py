@@ -44,7 +44,9 @@ THINKING_SEGMENTS: tuple[str, ...] = (
 )
 #: Shared text of every decision prompt: the system message and the conversation block.
 DECISION_SUPPORT: tuple[str, ...] = ("decision_system", "decision_context")
-SEGMENTS: tuple[str, ...] = SYSTEM_SEGMENTS + THINKING_SEGMENTS + DECISION_SUPPORT
+#: Instructions for the graph tool when the model must supply the chart data as JSON.
+TOOL_SEGMENTS: tuple[str, ...] = ("chart_data",)
+SEGMENTS: tuple[str, ...] = SYSTEM_SEGMENTS + THINKING_SEGMENTS + DECISION_SUPPORT + TOOL_SEGMENTS
 #: Decision prompts, by name (file ``decision_<name>.md``).
 TOOL_DECISION = "tool"
 ROUTING_DECISIONS: tuple[str, ...] = (

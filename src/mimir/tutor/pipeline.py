@@ -1,0 +1,331 @@
+"""One tutor turn: decisions, tool, thinking, response, post-processing, storage.
+
+```
+run_turn(message, session_id)
+  clean input (empty -> InvalidInputError: no model call, nothing stored)
+  history           last turns of the session, from storage
+  decisions         tool decision, rules, routing (order chosen for fewest model loads)
+  graph_tool        when the tool decision says yes: a chart from the student's data
+  thinking_*        hidden context, only for flags that are on, with a token budget
+  response          prompt assembly, streamed generation
+  postprocess       special tokens, repetition, cut-off endings
+  store             the turn, its flags and tool output; steps are linked by turn id
+```
+
+Every step runs inside ``telemetry.step(...)``; every model use goes through
+``manager.use(...)``. The pipeline never constructs a backend. A failure after the input was
+accepted stores the turn as failed with its error and re-raises; the session stays usable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from mimir.config import Settings
+from mimir.errors import GenerationError, MimirError
+from mimir.models.base import ChatMessage, GenerationParams
+from mimir.runtime.manager import ModelManager
+from mimir.storage.conversations import ConversationStore, new_id
+from mimir.telemetry.recorder import Telemetry
+from mimir.telemetry.records import TurnRecord
+from mimir.tutor.deciders import Deciders, DecisionOutcome, outcome
+from mimir.tutor.postprocess import clean_response, strip_special_tokens
+from mimir.tutor.prompts import PromptLibrary
+from mimir.tutor.schedule import order_steps
+from mimir.tutor.state import Flag, PromptState
+from mimir.tutor.text import clean_user_text
+from mimir.units import format_bytes
+
+log = logging.getLogger(__name__)
+
+#: Thinking steps in the order they run: (step name, flag, prompt segment).
+THINKING_STEPS: tuple[tuple[str, Flag, str], ...] = (
+    ("thinking_math", Flag.MATH_THINKING, "thinking_math"),
+    ("thinking_question_design", Flag.QUESTION_ANSWER_DESIGN, "thinking_question_answer_design"),
+    ("thinking_reasoning", Flag.REASONING_THINKING, "thinking_reasoning"),
+)
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    session_id: str
+    turn_id: str
+    response: str
+    flags: tuple[str, ...]
+    telemetry: TurnRecord
+    chart_path: str | None = None
+    chart_description: str | None = None
+    notices: tuple[str, ...] = ()
+    tokens_in: int = 0
+    tokens_out: int = 0
+    finish_reason: str = "stop"
+
+
+@dataclass
+class _TurnWork:
+    """What a turn accumulates as its steps run (private, one per turn)."""
+
+    message: str
+    #: None until loaded from storage (or given by the caller).
+    history: list[ChatMessage] | None = None
+    state: PromptState = field(default_factory=PromptState)
+    decisions: DecisionOutcome | None = None
+    chart_path: str | None = None
+    chart_description: str | None = None
+    thinking: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    response: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    finish_reason: str = "stop"
+
+
+class Tutor:
+    def __init__(
+        self,
+        settings: Settings,
+        manager: ModelManager,
+        telemetry: Telemetry,
+        store: ConversationStore,
+        prompts: PromptLibrary | None = None,
+    ):
+        self.settings = settings
+        self.tutor = settings.tutor
+        self.manager = manager
+        self.telemetry = telemetry
+        self.store = store
+        self.prompts = prompts or PromptLibrary(settings.tutor.prompts_dir)
+        self.charts_dir = settings.home / "charts"
+        self._status: Callable[[str], None] = lambda text: None
+        self.deciders = Deciders(
+            self.prompts, manager, dict(settings.tutor.deciders), before_model_use=self._announce_load
+        )
+
+    # -- public API ----------------------------------------------------------------------
+    def run_turn(
+        self,
+        message: str,
+        session_id: str | None = None,
+        *,
+        on_token: Callable[[str], None] | None = None,
+        on_status: Callable[[str], None] | None = None,
+        history: Sequence[ChatMessage] | None = None,
+        persist: bool = True,
+    ) -> TurnResult:
+        """Run one turn. ``on_token`` receives streamed response text; ``on_status`` short
+        progress lines ("loading model 'default' (est. 352.0MiB)").
+
+        ``history`` replaces the session's stored history, and ``persist=False`` stores no
+        session or turn (both for ``mimir eval``); telemetry is recorded either way.
+        """
+        cleaned = clean_user_text(message)  # raises InvalidInputError before anything else
+        if persist:
+            session_id = self.store.ensure_session(session_id, cleaned.text)
+        else:
+            session_id = session_id or "eval"
+        turn_id = new_id("t")
+        work = _TurnWork(cleaned.text, history=list(history) if history is not None else None)
+        if cleaned.notice:
+            work.notices.append(cleaned.notice)
+        self._status = on_status or (lambda text: None)
+        try:
+            with self.telemetry.turn(session_id=session_id, turn_id=turn_id) as turn:
+                self._run_steps(work, session_id, on_token or (lambda text: None))
+        except BaseException as exc:
+            error = exc if isinstance(exc, MimirError) else GenerationError("pipeline", f"{type(exc).__name__}: {exc}")
+            if persist:
+                self._store(work, session_id, turn_id, error=error)
+            self.telemetry.flush()
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self._status = lambda text: None
+        record = turn.record
+        if persist:
+            self._store(work, session_id, turn_id, record=record)
+        return TurnResult(
+            session_id=session_id,
+            turn_id=turn_id,
+            response=work.response,
+            flags=tuple(work.state.active()),
+            telemetry=record,
+            chart_path=work.chart_path,
+            chart_description=work.chart_description,
+            notices=tuple(work.notices),
+            tokens_in=work.tokens_in,
+            tokens_out=work.tokens_out,
+            finish_reason=work.finish_reason,
+        )
+
+    def _store(self, work: _TurnWork, session_id: str, turn_id: str, *,
+               record: TurnRecord | None = None, error: MimirError | None = None) -> None:
+        """Store the turn: ``ok`` with its telemetry totals, or ``failed`` with the error."""
+        self.store.add_turn(
+            turn_id=turn_id,
+            session_id=session_id,
+            user_message=work.message,
+            response=work.response or (None if error else ""),
+            status="failed" if error else "ok",
+            error=str(error) if error else None,
+            flags=work.state.active(),
+            tool_output_path=work.chart_path,
+            tool_description=work.chart_description,
+            notices=work.notices,
+            tokens_in=record.tokens_in if record else None,
+            tokens_out=record.tokens_out if record else None,
+            wall_s=record.wall_s if record else None,
+        )
+
+    def predict_flags(self, message: str, history: Sequence[ChatMessage] = ()) -> frozenset[Flag]:
+        """The decision phase alone (what ``mimir eval --decisions-only`` checks)."""
+        text = clean_user_text(message).text
+        return self.deciders.decide(text, list(history)).flags
+
+    # -- the steps -----------------------------------------------------------------------
+    def _run_steps(self, work: _TurnWork, session_id: str, on_token: Callable[[str], None]) -> None:
+        tel = self.telemetry
+        if work.history is None:
+            with tel.step("history", agent="storage"):
+                work.history = self._history(session_id)
+        work.state.reset()
+        self._decide(work)
+        if work.state.is_on(Flag.TOOL_USE_ENHANCEMENT):
+            with tel.step("graph_tool", agent="tool") as step:
+                self._graph_tool(work, step)
+        if self.tutor.thinking:
+            for name, flag, segment in THINKING_STEPS:
+                if work.state.is_on(flag):
+                    self._think(work, name, segment)
+        self._respond(work, on_token)
+        with tel.step("postprocess", agent="postprocess"):
+            work.response = clean_response(work.response, truncated=work.finish_reason == "length")
+
+    def _history(self, session_id: str) -> list[ChatMessage]:
+        turns = self.store.turns(session_id, limit=self.tutor.history_turns, only_ok=True)
+        history: list[ChatMessage] = []
+        for t in turns:
+            history.append(ChatMessage("user", t.user_message))
+            if t.response:
+                history.append(ChatMessage("assistant", t.response))
+        return history
+
+    def _decide(self, work: _TurnWork) -> None:
+        """Tool decision, rules and routing, ordered so the fewest models load."""
+        tel = self.telemetry
+        message, history = work.message, work.history
+        results: dict[str, object] = {}
+
+        def run_tool() -> None:
+            with tel.step("tool_decision", agent="tool_decision", model=self.deciders.model_for("tool")) as step:
+                decision, model_id = self.deciders.tool(message, history)
+                step.set_model(model_id)
+                results["tool"] = decision
+
+        def run_routing() -> None:
+            with tel.step("routing", agent="routing", model=self.deciders.model_for("routing")) as step:
+                decision, model_id = self.deciders.routing(message, history)
+                step.set_model(model_id)
+                results["routing"] = decision
+
+        following = []
+        if self.tutor.thinking:
+            following.append(self.manager.model_for_role("thinking"))
+        following.append(self.manager.model_for_role("response"))
+        resident = [r.model_id for r in sorted(self.manager.status().resident, key=lambda r: r.last_used)]
+        order = order_steps(
+            [("tool", self.deciders.model_for("tool")), ("routing", self.deciders.model_for("routing"))],
+            resident=resident,
+            then=following,
+        )
+        for name in order:
+            (run_tool if name == "tool" else run_routing)()
+        with tel.step("rules", agent="rules"):
+            decided = outcome(message, history, results["tool"], results["routing"])  # type: ignore[arg-type]
+            work.decisions = decided
+            for flag in decided.flags:
+                work.state.set(flag)
+
+    def _announce_load(self, model_id: str) -> None:
+        if self.manager.status().get(model_id) is None:
+            try:
+                size = format_bytes(self.manager.estimate(model_id).total_bytes)
+            except MimirError:
+                size = "unknown size"
+            self._status(f"loading model '{model_id}' (estimated {size})")
+
+    def _generate(self, role: str, step, messages: list[ChatMessage], params: GenerationParams,
+                  on_token: Callable[[str], None] | None = None):
+        model_id = self.manager.model_for_role(role)
+        step.set_model(model_id)
+        self._announce_load(model_id)
+        with self.manager.use(model_id) as model:
+            stream = model.stream(messages, params)
+            for piece in stream:
+                if on_token is not None:
+                    on_token(strip_special_tokens(piece))
+            completion = stream.completion
+        step.add_tokens(tokens_in=completion.tokens_in, tokens_out=completion.tokens_out)
+        if completion.truncated_input or completion.dropped_messages:
+            log.info("context guard: dropped %d message(s), truncated=%s", completion.dropped_messages,
+                     completion.truncated_input)
+        return completion
+
+    def _graph_tool(self, work: _TurnWork, step) -> None:
+        """A chart from the student's numbers; failing that, from data the model writes as
+        JSON (written by the thinking model, which runs next anyway). No usable data: no
+        chart, a logged reason, and the turn goes on."""
+        from mimir.tutor import graph
+
+        model_output = None
+        if graph.find_chart_data(work.message) is None:
+            messages = [
+                ChatMessage("system", self.prompts.segment("chart_data")),
+                ChatMessage("user", work.message),
+            ]
+            params = GenerationParams(max_tokens=96, temperature=0.0)
+            model_output = self._generate("thinking", step, messages, params).text
+        chart = graph.make_chart(work.message, self.charts_dir, model_output=model_output)
+        if not chart.ok:
+            log.info("graph tool drew no chart: %s", chart.reason)
+            return
+        work.chart_path = str(chart.path)
+        work.chart_description = chart.description
+
+    def _think(self, work: _TurnWork, name: str, segment: str) -> None:
+        with self.telemetry.step(name, agent="thinking") as step:
+            messages = [
+                ChatMessage("system", self.prompts.segment(segment)),
+                *work.history[-2:],
+                ChatMessage("user", work.message),
+            ]
+            params = GenerationParams(max_tokens=self.tutor.thinking_max_tokens, temperature=0.2)
+            completion = self._generate("thinking", step, messages, params)
+            text = clean_response(completion.text, truncated=completion.finish_reason == "length")
+            if text:
+                work.thinking.append(text)
+
+    def assemble(self, work: _TurnWork) -> list[ChatMessage]:
+        """Core identity and active segments, tool context, history, thinking, message."""
+        system = self.prompts.system_prompt(work.state.active())
+        if work.chart_description:
+            system += f"\n\nA chart was drawn and shown to the student: {work.chart_description}"
+        messages = [ChatMessage("system", system), *work.history]
+        if work.thinking:
+            notes = "\n".join(work.thinking)
+            messages.append(ChatMessage("system", f"Private notes for the tutor (never quote them):\n{notes}"))
+        messages.append(ChatMessage("user", work.message))
+        return messages
+
+    def _respond(self, work: _TurnWork, on_token: Callable[[str], None]) -> None:
+        with self.telemetry.step("response", agent="response") as step:
+            params = GenerationParams(max_tokens=self.tutor.response_max_tokens, temperature=self.tutor.temperature)
+            completion = self._generate("response", step, self.assemble(work), params, on_token=on_token)
+            work.response = completion.text
+            work.tokens_in, work.tokens_out = completion.tokens_in, completion.tokens_out
+            work.finish_reason = completion.finish_reason
+            if completion.truncated_input:
+                work.notices.append("The conversation was too long for the model; older parts were left out.")
+
