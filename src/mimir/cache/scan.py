@@ -99,17 +99,17 @@ def scan_cache(
         repos = [_repo_entry(repo, root, resolver, warnings) for repo in info.repos]
         valid = {repo.repo_path for repo in info.repos}
         incomplete_by_dir: dict[Path, int] = defaultdict(int)
-        for inc in sorted(info.incomplete_files, key=lambda f: str(f.file_path)):
-            repo_dir = inc.file_path.parent.parent
-            incomplete_by_dir[repo_dir] += inc.size_on_disk
-            incomplete_size += inc.size_on_disk
+        for path, size in _incomplete_files(info, root):
+            repo_dir = path.parent.parent
+            incomplete_by_dir[repo_dir] += size
+            incomplete_size += size
             parsed = _parse_repo_dir(repo_dir.name)
             warnings.append(
                 CacheWarning(
                     kind="incomplete",
-                    path=inc.file_path,
+                    path=path,
                     message="interrupted download",
-                    size_bytes=inc.size_on_disk,
+                    size_bytes=size,
                     repo_id=parsed[1] if parsed else None,
                 )
             )
@@ -140,6 +140,22 @@ def scan_cache(
         scanned_at_epoch_s=scanned_at,
         scan_duration_s=time.perf_counter() - started,
     )
+
+
+def _incomplete_files(info: Any, root: Path) -> list[tuple[Path, int]]:
+    """``blobs/*.incomplete`` files: from the scan where huggingface_hub lists them (newer
+    versions), else found here."""
+    listed = getattr(info, "incomplete_files", None)
+    if listed is not None:
+        found = [(f.file_path, f.size_on_disk) for f in listed]
+    else:
+        found = []
+        for path in root.glob("*/blobs/*.incomplete"):
+            try:
+                found.append((path, path.lstat().st_size))
+            except OSError:
+                continue
+    return sorted(found)
 
 
 def _entries_that_are_links(directory: Path) -> set[str] | None:
