@@ -10,10 +10,13 @@ there is a GPU (4-bit needs the ``quant`` extra).
     .venv/bin/python bench/bench_transformers_estimate.py            # ~90M parameters
     .venv/bin/python bench/bench_transformers_estimate.py --layers 2 --hidden 512   # quick
 
-Ratios: ``load/weights`` is the measured load delta over the estimated weights (near 1.0
-means the header-based weight estimate is right); ``peak/total`` is the highest memory during
-a turn whose prompt fills most of the context, over the whole estimate (below 1.0 means the
-budget reservation was enough).
+Columns: ``load`` is what the manager measured for the load; ``load/weights`` over the
+estimated weights (near 1.0: the header-based weight estimate is right). ``load peak`` is the
+highest memory during the load (CPU: the kernel's RSS high-water mark, reset through
+``/proc/self/clear_refs``; CUDA: max allocated), ``turn peak`` the highest during one turn
+whose prompt fills most of the context, both relative to before the load; ``peak/total`` is
+the turn peak over the whole estimate (at most 1.0: the budget reservation was enough).
+``freed`` is what the unload gave back, ``left`` what stayed after it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 MiB = 1024 * 1024
+
+
+def reset_rss_peak() -> None:
+    """Linux: writing 5 to clear_refs resets the kernel's RSS high-water mark (VmHWM)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def rss_peak_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def measure_row(dtype: str, device: str, quantization: str | None, context_length: int) -> dict:
@@ -54,20 +68,22 @@ def measure_row(dtype: str, device: str, quantization: str | None, context_lengt
     if gpu:
         torch.cuda.reset_peak_memory_stats()
         cuda_start = torch.cuda.memory_allocated()
+    reset_rss_peak()
     with manager.use("bench") as model:
         load_measured = manager.status().get("bench").measured_bytes
-        maxrss_before_turn = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         if gpu:
+            load_peak = torch.cuda.max_memory_allocated() - cuda_start
             torch.cuda.reset_peak_memory_stats()
+        else:
+            load_peak = rss_peak_bytes() - rss_start
+            reset_rss_peak()
         words = "practice questions help students learn the method step by step "
         prompt = (words * context_length)[: context_length * 2]
         completion = model.chat([ChatMessage("user", prompt)], GenerationParams(max_tokens=16, temperature=0))
         if gpu:
             peak = torch.cuda.max_memory_allocated() - cuda_start
         else:
-            maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            # ru_maxrss is a high-water mark: it only says something if the turn raised it.
-            peak = max(maxrss, maxrss_before_turn) - rss_start
+            peak = rss_peak_bytes() - rss_start
     manager.unload("bench")
     freed = next(e.measured_bytes for e in events if e.kind == "unload")
     left = (torch.cuda.memory_allocated() - cuda_start) if gpu else (process_rss_bytes() - rss_start)
@@ -80,6 +96,7 @@ def measure_row(dtype: str, device: str, quantization: str | None, context_lengt
         "overhead": estimate.overhead_bytes,
         "total": estimate.total_bytes,
         "load": load_measured,
+        "load_peak": load_peak,
         "peak": peak,
         "freed": freed,
         "left": left,
@@ -131,7 +148,7 @@ def main() -> None:
         )
         header = (
             f"{'device':6} {'dtype':14} {'est weights':>11} {'est kv':>8} {'est other':>9} {'est total':>9} "
-            f"{'load':>9} {'load/weights':>12} {'turn peak':>9} {'peak/total':>10} {'freed':>9} {'left':>8}"
+            f"{'load':>9} {'load/weights':>12} {'load peak':>9} {'turn peak':>9} {'peak/total':>10} {'freed':>9} {'left':>8}"
         )
         print(header)
         print("-" * len(header))
@@ -148,7 +165,7 @@ def main() -> None:
             m = lambda n: f"{n / MiB:.1f}M"  # noqa: E731
             print(
                 f"{r['device']:6} {r['dtype']:14} {m(r['weights']):>11} {m(r['kv']):>8} {m(r['overhead']):>9} "
-                f"{m(r['total']):>9} {m(r['load']):>9} {r['load'] / r['weights']:>12.2f} {m(r['peak']):>9} "
+                f"{m(r['total']):>9} {m(r['load']):>9} {r['load'] / r['weights']:>12.2f} {m(r['load_peak']):>9} {m(r['peak']):>9} "
                 f"{r['peak'] / r['total']:>10.2f} {m(r['freed']):>9} {m(r['left']):>8}"
             )
 

@@ -17,8 +17,9 @@ cache, or a model directory. Options (``[models.ID.options]``):
 
 Estimate before load, from headers only: parameters from the safetensors headers (or the
 config for ``.bin`` checkpoints) times bytes per parameter for the chosen dtype or
-quantization, + KV cache (2 x layers x context x kv heads x head dim x dtype bytes) + one
-layer's activations for a full-context prompt + a fixed overhead. Estimating also imports
+quantization, + KV cache (2 x layers x context x kv heads x head dim x dtype bytes) + the
+activations of a full-context prefill (context x (4 x hidden + 6 x intermediate) values) + a
+fixed overhead. Estimating also imports
 torch and builds the model skeleton on the ``meta`` device (no memory), so the measured load
 delta is the model, not one-time library initialisation.
 """
@@ -26,14 +27,17 @@ delta is the model, not one-time library initialisation.
 from __future__ import annotations
 
 import copy
+import ctypes
 import gc
 import inspect
 import math
+import os
 import queue
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mimir.errors import (
@@ -174,7 +178,10 @@ def estimate_memory(config: dict[str, Any], checkpoint: CheckpointInfo, plan: Lo
     layers = int(c.get("num_hidden_layers") or c.get("n_layer") or 0)
     inter = int(c.get("intermediate_size") or c.get("n_inner") or 4 * hidden)
     kv_bytes = 2 * layers * context_length * kv_heads * head_dim * dtype_bytes
-    activations = context_length * (4 * hidden + 2 * inter) * dtype_bytes
+    # Prefill of a full-context prompt: a few hidden-size copies of the residual stream and
+    # the MLP's gate/up/activation tensors per token. Fitted on bench_transformers_estimate
+    # (peak grows linearly with context: about 4 x hidden + 6 x intermediate values a token).
+    activations = context_length * (4 * hidden + 6 * inter) * dtype_bytes
     return MemoryEstimate(
         weights_bytes=int(weights),
         kv_cache_bytes=kv_bytes,
@@ -531,7 +538,7 @@ class TransformersBackend(Backend):
             model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir.path), **kwargs)
             model.eval()
             if plan.memory == "ram" and not plan.use_mmap:
-                _materialise(model)
+                _materialise(model, checkpoint.files)
             return TransformersModel(spec, model, tokenizer, plan, model_dir)
         except Exception as exc:
             detail = str(exc) if isinstance(exc, ModelLoadError | GenerationError) else f"{type(exc).__name__}: {exc}"
@@ -569,11 +576,62 @@ def _warm_runtime(model_dir: ModelDir) -> None:
         pass
 
 
-def _materialise(model) -> None:
-    """Copy memory-mapped CPU weights into process memory, one tensor at a time."""
+def _materialise(model, files: Sequence[Path]) -> None:
+    """Copy memory-mapped CPU weights into process memory, one tensor at a time.
+
+    On Linux, the file pages behind each copied tensor are dropped right away
+    (``madvise(MADV_DONTNEED)`` on the read-only-in-practice private file mapping: the
+    content stays the file's, so this is safe even for a tensor still referenced), which
+    keeps the load's peak near one copy of the weights instead of two.
+    """
+    ranges = _file_mappings(files)
+    drop = _page_dropper() if ranges else None
     for param in model.parameters():
-        param.data = param.data.clone()
+        old = param.data
+        param.data = old.clone()
+        if drop is not None:
+            drop(ranges, old.data_ptr(), old.numel() * old.element_size())
+        del old
     for module in model.modules():
         for name, buf in list(module.named_buffers(recurse=False)):
             if buf is not None:
                 module._buffers[name] = buf.clone()
+
+
+def _file_mappings(files: Sequence[Path]) -> list[tuple[int, int]]:
+    """Address ranges where ``files`` are memory-mapped in this process (Linux), else []."""
+    if not sys.platform.startswith("linux") or not files:
+        return []
+    targets = {str(Path(f).resolve()) for f in files}
+    ranges = []
+    try:
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and parts[5] in targets:
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                ranges.append((lo, hi))
+    except OSError:
+        return []
+    return ranges
+
+
+def _page_dropper():
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        madvise = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page = os.sysconf("SC_PAGE_SIZE")
+    madv_dontneed = 4
+
+    def drop(ranges: list[tuple[int, int]], start: int, nbytes: int) -> None:
+        for lo, hi in ranges:
+            if lo <= start < hi:
+                a = max(lo, -(-start // page) * page)  # whole pages inside the tensor only
+                b = min(hi, (start + nbytes) // page * page)
+                if b > a:
+                    madvise(a, b - a, madv_dontneed)
+                return
+
+    return drop
