@@ -48,8 +48,10 @@ def test_models_load_measures(tmp_path):
     assert model["measured_bytes"] > 90 * 1024**2
 
 
-def test_ask_streams_an_answer():
-    out = run("ask", "What is a triangle?", "--max-tokens", "24")
+def test_ask_streams_an_answer(tmp_path):
+    cfg = tmp_path / "mimir.toml"
+    cfg.write_text("[tutor]\nthinking_max_tokens = 8\n")
+    out = run("--config", str(cfg), "ask", "What is a triangle?", "--max-tokens", "16", timeout=300)
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.strip()) > 5
 

@@ -94,7 +94,7 @@ class TutorSettings:
     )
     #: Thinking agents to run when their flag is on; ``thinking = false`` skips them all.
     thinking: bool = True
-    thinking_max_tokens: int = 96
+    thinking_max_tokens: int = 64
     response_max_tokens: int = 256
     temperature: float = 0.3
     history_turns: int = 3

@@ -23,6 +23,9 @@ def ask(
     question: str = typer.Argument(..., help="The question to ask the tutor."),
     session: Optional[str] = typer.Option(None, "--session", "-s", help="Continue this session (default: a new one)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (response, flags, steps) instead of streaming text."),
+    max_tokens: Optional[int] = typer.Option(
+        None, "--max-tokens", min=1, help="Most tokens in the answer (default: [tutor] response_max_tokens)."
+    ),
 ) -> None:
     """Ask the tutor one question. The answer streams to the terminal.
 
@@ -44,7 +47,7 @@ def ask(
         if not as_json:
             _err.print(f"[dim]{text}[/]")
 
-    result = tutor.run_turn(question, session, on_token=on_token, on_status=on_status)
+    result = tutor.run_turn(question, session, on_token=on_token, on_status=on_status, max_tokens=max_tokens)
     app.telemetry.flush()
     if as_json:
         typer.echo(json.dumps(result_json(result)))
@@ -54,17 +57,17 @@ def ask(
 
 
 def result_json(result: TurnResult) -> dict:
-    return turn_json(
+    out = turn_json(
         result.telemetry,
         result.response,
-        session=result.session_id,
-        turn=result.turn_id,
         flags=list(result.flags),
         chart_path=result.chart_path,
         chart_description=result.chart_description,
         notices=list(result.notices),
         finish_reason=result.finish_reason,
     )
+    out["session"], out["turn"] = result.session_id, result.turn_id
+    return out
 
 
 def print_footer(result: TurnResult) -> None:

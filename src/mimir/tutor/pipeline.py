@@ -68,6 +68,7 @@ class _TurnWork:
     """What a turn accumulates as its steps run (private, one per turn)."""
 
     message: str
+    max_tokens: int
     #: None until loaded from storage (or given by the caller).
     history: list[ChatMessage] | None = None
     state: PromptState = field(default_factory=PromptState)
@@ -113,12 +114,14 @@ class Tutor:
         on_status: Callable[[str], None] | None = None,
         history: Sequence[ChatMessage] | None = None,
         persist: bool = True,
+        max_tokens: int | None = None,
     ) -> TurnResult:
         """Run one turn. ``on_token`` receives streamed response text; ``on_status`` short
         progress lines ("loading model 'default' (est. 352.0MiB)").
 
         ``history`` replaces the session's stored history, and ``persist=False`` stores no
         session or turn (both for ``mimir eval``); telemetry is recorded either way.
+        ``max_tokens`` overrides ``[tutor] response_max_tokens`` for this turn.
         """
         cleaned = clean_user_text(message)  # raises InvalidInputError before anything else
         if persist:
@@ -126,7 +129,11 @@ class Tutor:
         else:
             session_id = session_id or "eval"
         turn_id = new_id("t")
-        work = _TurnWork(cleaned.text, history=list(history) if history is not None else None)
+        work = _TurnWork(
+            cleaned.text,
+            history=list(history) if history is not None else None,
+            max_tokens=max_tokens or self.tutor.response_max_tokens,
+        )
         if cleaned.notice:
             work.notices.append(cleaned.notice)
         self._status = on_status or (lambda text: None)
@@ -321,7 +328,7 @@ class Tutor:
 
     def _respond(self, work: _TurnWork, on_token: Callable[[str], None]) -> None:
         with self.telemetry.step("response", agent="response") as step:
-            params = GenerationParams(max_tokens=self.tutor.response_max_tokens, temperature=self.tutor.temperature)
+            params = GenerationParams(max_tokens=work.max_tokens, temperature=self.tutor.temperature)
             completion = self._generate("response", step, self.assemble(work), params, on_token=on_token)
             work.response = completion.text
             work.tokens_in, work.tokens_out = completion.tokens_in, completion.tokens_out
