@@ -14,6 +14,7 @@ from mimir.cli import chat as chat_cmd
 from mimir.cli import eval_cmd
 from mimir.cli import memory as memory_cmd
 from mimir.cli import models as models_cmd
+from mimir.cli import serve as serve_cmd
 from mimir.cli import sessions as sessions_cmd
 from mimir.cli.context import CliState
 from mimir.cli.errors import report
@@ -49,6 +50,7 @@ app.add_typer(sessions_cmd.sessions_app, name="sessions")
 app.command("eval")(eval_cmd.eval_cases)
 app.add_typer(cache_cmd.cache_app, name="cache")
 app.command("memory")(memory_cmd.memory)
+app.command("serve")(serve_cmd.serve)
 
 
 def main(argv: list[str] | None = None) -> None:
