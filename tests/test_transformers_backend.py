@@ -28,7 +28,8 @@ from mimir.errors import (
 from mimir.models.base import ChatMessage, GenerationParams
 from mimir.models.hf_source import inspect_checkpoint, read_config, resolve_model_dir
 from mimir.models.spec import ModelSource, ModelSpec
-from mimir.models.transformers_backend import LoadPlan, TransformersBackend, estimate_memory
+from mimir.models.transformers_backend import TransformersBackend
+from mimir.models.transformers_plan import LoadPlan, estimate_memory
 from mimir.runtime.manager import ModelEvent, ModelManager
 from mimir.runtime.probe import process_rss_bytes
 from tiny_hf import TINY_COMMIT, TINY_REPO, TinyShape
