@@ -108,14 +108,23 @@ def test_quantized_estimates_shrink_the_linear_layers_only(tiny_llama):
     assert nf4.kv_cache_bytes == half.kv_cache_bytes  # the KV cache is in the compute dtype
 
 
-def test_estimate_does_not_load_weights(tiny_llama, backend):
-    """A weights file that is all zeros after its header still estimates: only the header is read."""
-    weights = tiny_llama / "model.safetensors"
-    raw = weights.read_bytes()
-    header_end = 8 + int.from_bytes(raw[:8], "little")
-    blob = weights.resolve()
-    blob.write_bytes(raw[:header_end] + bytes(len(raw) - header_end))
-    assert backend.estimate(tiny_spec()).weights_bytes == expected_parameters(vocab_size(tiny_llama)) * 4
+def test_estimate_reads_headers_not_weights(tiny_llama, backend):
+    """The header gains a 64 GiB tensor whose bytes are a hole in a sparse file: reading the
+    weights would need 64 GiB; reading the header costs nothing."""
+    blob = (tiny_llama / "model.safetensors").resolve()
+    raw = blob.read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    data_end = max(entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__")
+    huge_numel = 2**34
+    header["model.extra.weight"] = {"dtype": "F32", "shape": [2**16, 2**18], "data_offsets": [data_end, data_end + 4 * huge_numel]}
+    new_header = json.dumps(header).encode()
+    new_header += b" " * (-len(new_header) % 8)
+    with blob.open("wb") as fh:
+        fh.write(len(new_header).to_bytes(8, "little") + new_header + raw[8 + header_len :])
+        fh.truncate(8 + len(new_header) + data_end + 4 * huge_numel)
+    estimate = backend.estimate(tiny_spec())
+    assert estimate.weights_bytes == (expected_parameters(vocab_size(tiny_llama)) + huge_numel) * 4
 
 
 # -- options and devices -------------------------------------------------------------------
