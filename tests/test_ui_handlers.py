@@ -1,0 +1,251 @@
+"""The web app's handlers and turn runner, called directly (no server, no browser).
+
+Real tutor turns on a scripted backend, real SQLite and telemetry, a real cache tree.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+
+from cache_trees import build_cache  # noqa: E402
+from mimir.app import MimirApp  # noqa: E402
+from mimir.config import settings_from_dict  # noqa: E402
+from mimir.errors import GenerationError, InvalidInputError, NotFoundError  # noqa: E402
+from mimir.ui.chat import WAITING_TEXT, TurnRunner  # noqa: E402
+from mimir.ui.handlers import Handlers  # noqa: E402
+
+MiB = 1024 * 1024
+REPLY = "A sum adds terms one by one."
+
+
+def scripted_app(options: dict | None = None, *, budget: str = "1GiB", extra_models: dict | None = None) -> MimirApp:
+    models = {"default": {"backend": "scripted", "path": "scripted", "options": {"replies": [REPLY], **(options or {})}}}
+    models.update(extra_models or {})
+    data = {"models": models, "roles": {r: "default" for r in ("tool_decision", "routing", "thinking", "response")},
+            "budget": {"memory": budget}, "tutor": {"thinking": False}}
+    return MimirApp(settings_from_dict(data))
+
+
+def last(generator):
+    out = None
+    for out in generator:
+        pass
+    return out
+
+
+def is_skip(value) -> bool:
+    return value == {"__type__": "update"}
+
+
+# -- the turn runner ---------------------------------------------------------------------
+
+
+def test_stream_announces_the_load_then_streams_then_finishes():
+    with scripted_app() as app:
+        runner = TurnRunner(app)
+        session = runner.start_session("What is summation?", None)
+        events = list(runner.stream("What is summation?", session))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "status" and events[0].text.startswith("loading model 'default' (estimated ")
+    assert kinds[-1] == "done" and set(kinds[1:-1]) == {"text"}
+    assert "".join(e.text for e in events if e.kind == "text") == REPLY
+    assert events[-1].result.session_id == session and events[-1].result.response == REPLY
+
+
+def test_start_session_checks_input_before_creating_anything():
+    with scripted_app() as app:
+        runner = TurnRunner(app)
+        with pytest.raises(InvalidInputError):
+            runner.start_session(" \n ", None)
+        assert app.conversations.list_sessions() == []
+        with pytest.raises(NotFoundError):
+            runner.start_session("hi", "s-does-not-exist")
+        sid = runner.start_session("hi", None)
+        assert runner.start_session("again", sid) == sid
+
+
+def test_a_second_turn_waits_for_the_first_and_says_so():
+    with scripted_app() as app:
+        runner = TurnRunner(app)
+        session = runner.start_session("first", None)
+        runner._turn_lock.acquire()  # another visitor's turn is running
+        stream = runner.stream("Is 7 prime?", session)
+        first = next(stream)
+        assert (first.kind, first.text) == ("status", WAITING_TEXT)
+        assert app.conversations.turns(session) == []  # it has not started
+        runner._turn_lock.release()
+        rest = list(stream)
+        assert rest[-1].kind == "done"
+        assert not runner._turn_lock.locked()
+
+
+def test_a_failing_turn_is_an_error_event_and_the_session_goes_on():
+    with scripted_app({"fail_on": "explode"}) as app:
+        runner = TurnRunner(app)
+        session = runner.start_session("please explode", None)
+        events = list(runner.stream("please explode", session))
+        assert events[-1].kind == "error" and isinstance(events[-1].error, GenerationError)
+        assert [t.status for t in app.conversations.turns(session)] == ["failed"]
+        again = list(runner.stream("What is a prime?", session))
+        assert again[-1].kind == "done"
+        assert [t.status for t in app.conversations.turns(session)] == ["failed", "ok"]
+
+
+# -- chat handlers -----------------------------------------------------------------------
+
+
+def test_chat_streams_and_ends_with_answer_status_and_session():
+    with scripted_app() as app:
+        h = Handlers(app)
+        outputs = list(h.chat("What is summation?", [], None, []))
+        chatbot, box, status, session, owned, sessions = outputs[-1]
+        assert outputs[0][1] == ""  # the textbox is cleared as soon as the turn starts
+        assert any(o[0][-1].get("metadata", {}).get("status") == "pending" for o in outputs)  # loading shown
+        assert chatbot[0] == {"role": "user", "content": "What is summation?"}
+        assert chatbot[1] == {"role": "assistant", "content": REPLY}
+        assert chatbot[-1]["metadata"]["title"] == status and "peak RSS" in status
+        assert owned == [session] and app.conversations.get_session(session).turn_count == 1
+        assert sessions["value"] == session and [c[1] for c in sessions["choices"]] == [session]
+
+
+def test_two_visitors_never_see_each_others_sessions():
+    with scripted_app() as app:
+        h = Handlers(app)
+        a_chat, _, _, a_session, a_owned, _ = last(h.chat("Alice asks about fractions", [], None, []))
+        b_chat, _, _, b_session, b_owned, b_sessions = last(h.chat("Bob asks about verbs", [], None, []))
+        assert a_session != b_session and b_owned == [b_session]
+        assert "Alice" not in str(b_chat) and [c[1] for c in b_sessions["choices"]] == [b_session]
+        chatbot, message, session = h.open_session(a_session, b_owned)
+        assert is_skip(chatbot) and is_skip(session) and "not started in this browser" in message
+        chatbot, message, session = h.open_session(a_session, a_owned)
+        assert session == a_session and chatbot[0]["content"] == "Alice asks about fractions"
+        # page load lists only this browser's sessions, dropping ones that were deleted
+        app.conversations.delete_session(a_session)
+        dropdown, kept, _ = h.load_page([a_session, b_session, 42])
+        assert kept == [b_session] and [c[1] for c in dropdown["choices"]] == [b_session]
+
+
+def test_chat_shows_errors_in_the_page_and_keeps_working():
+    with scripted_app({"fail": "weights are corrupted"}) as app:
+        h = Handlers(app)
+        chatbot, box, status, session, owned, _ = last(h.chat("   ", [], None, []))
+        assert status.startswith("**Error:**") and session is None and chatbot == []
+        assert box == "   "  # the input stays for the student to fix
+        chatbot, _, status, session, owned, _ = last(h.chat("What is a verb?", [], None, []))
+        assert "failed to load" in status and "weights are corrupted" in status
+        assert chatbot[-1]["content"].startswith("**Error:**")
+        assert session is not None and owned == [session]  # the failed turn is in this session
+        assert [t.status for t in app.conversations.turns(session)] == ["failed"]
+
+
+def test_budget_too_small_is_a_readable_message():
+    with scripted_app({"size_bytes": 64 * MiB}, budget="1MiB") as app:
+        *_, status, _, _, _ = last(Handlers(app).chat("What is a noun?", [], None, []))
+    assert status.startswith("**Error:**") and "budget" in status and "64.0MiB" in status
+
+
+# -- memory and models -------------------------------------------------------------------
+
+
+def test_memory_shows_the_turns_steps_and_follows_the_newest_turn():
+    with scripted_app() as app:
+        h = Handlers(app)
+        *_, first, owned, _ = last(h.chat("What is summation?", [], None, []))
+        plot, picker, steps, resident, budget, key, message = h.memory(None, owned, None)
+        assert message == "" and plot is not None
+        assert list(steps["step"]) == ["history", "tool_decision", "routing", "rules", "response", "postprocess"]
+        assert list(resident["model"]) == ["default"] and "RAM budget" in budget
+        first_turn = picker["value"]
+        again = h.memory(None, owned, key)
+        assert all(is_skip(v) for v in again[:3]) and again[5] == key  # nothing new: no redraw
+        last(h.chat("And a product?", [], first, owned))
+        newer = h.memory(None, owned, key)
+        assert newer[1]["value"] != first_turn  # follows the newest turn
+        *outputs, picked = h.pick_turn(first_turn, owned, newer[5])
+        assert picked == first_turn and outputs[1]["value"] == first_turn
+        *outputs, picked = h.pick_turn(newer[1]["value"], owned, outputs[5])
+        assert picked is None  # choosing the newest means following it
+
+
+def test_models_tab_unloads_only_idle_models():
+    with scripted_app() as app:
+        h = Handlers(app)
+        counters, budget, roles, models, pick = h.models()
+        assert pick["choices"] == [] and list(models["resident"]) == ["no"]
+        assert list(roles["model"]) == ["default"] * 4
+        held = threading.Event()
+        done = threading.Event()
+
+        def hold():
+            with app.manager.use("default"):
+                held.set()
+                done.wait(30)
+
+        worker = threading.Thread(target=hold)
+        worker.start()
+        held.wait(30)
+        try:
+            message, *_ = h.unload("default")
+            assert message.startswith("**Error:**") and "in use" in message
+        finally:
+            done.set()
+            worker.join(30)
+        counters, _, _, models, pick = h.models()
+        assert pick["choices"] == ["default"] and "**Loads** 1" in counters
+        message, counters, _, _, models, pick = h.unload("default")
+        assert message == "Unloaded `default`." and list(models["resident"]) == ["no"]
+        assert "**unloads** 1" in counters and pick["choices"] == []
+
+
+# -- cache -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache_tree():
+    base = Path(os.environ["HF_HUB_CACHE"]).parent
+    return build_cache(base)
+
+
+def test_cache_scan_plan_confirm_and_delete(cache_tree):
+    extra = {"alpha": {"backend": "scripted", "repo": "org/alpha"}}
+    with scripted_app(extra_models=extra) as app:
+        h = Handlers(app)
+        totals, repos, warnings, files = h.scan()
+        assert {"model/org/alpha", "model/org/beta", "dataset/org/data"} <= set(repos["repo"])
+        assert "incomplete" in set(warnings["kind"]) and "default" in set(files["model"])
+        line, table, plan, confirm, delete, result = h.plan(True, False, False)
+        assert line.startswith("**Dry run:**") and plan is not None and plan.repos
+        assert delete["interactive"] is False and confirm["value"] is False
+        assert "model/org/beta" in set(table["item"]) and cache_tree.repo("org/beta").is_dir()
+        assert h.confirm_changed(False, plan)["interactive"] is False
+        assert h.confirm_changed(True, None)["interactive"] is False
+        assert h.confirm_changed(True, plan)["interactive"] is True
+        # no deletion without the confirmation, or without a plan
+        message, kept_plan, *_ = h.execute(False, plan)
+        assert "tick the confirmation box" in message and kept_plan is plan and cache_tree.repo("org/beta").is_dir()
+        message, *_ = h.execute(True, None)
+        assert "make a plan first" in message
+        message, plan_after, confirm, delete, totals, repos, *_ = h.execute(True, plan)
+        assert message.startswith(f"**Freed ") and plan_after is None and delete["interactive"] is False
+        assert not cache_tree.repo("org/beta").exists() and cache_tree.repo("org/alpha").is_dir()
+        assert "model/org/beta" not in set(repos["repo"]) and "model/org/alpha" in set(repos["repo"])
+        line, plan_state, confirm, delete = h.options_changed()
+        assert plan_state is None and delete["interactive"] is False
+
+
+def test_cache_errors_are_messages(tmp_path, monkeypatch):
+    not_a_dir = tmp_path / "file-not-dir"
+    not_a_dir.write_text("x")
+    monkeypatch.setenv("HF_HUB_CACHE", str(not_a_dir))
+    with scripted_app() as app:
+        h = Handlers(app)
+        totals, *rest = h.scan()
+        assert totals.startswith("**Error:**") and "is a file" in totals and all(is_skip(v) for v in rest)
+        line, *_ = h.plan(False, False, False)
+        assert line.startswith("**Error:**")
