@@ -198,3 +198,29 @@ def test_real_multi_turn_conversation_on_the_bundled_model():
         rec = second.telemetry
         assert rec.peak_rss_bytes > 100 * MiB
         assert all(s.wall_s >= 0 for s in rec.steps)
+
+
+def test_out_of_memory_while_generating_evicts_idle_models_and_retries_once():
+    models = {
+        "talker": {"backend": "scripted", "path": "s", "options": {"replies": ["Recovered."], "oom_generations": 1}},
+        "other": {"backend": "scripted", "path": "s", "options": {"replies": ["x"], "scores": {"Yes": -1.0, "No": -0.1}}},
+    }
+    roles = {"tool_decision": "other", "routing": "other", "thinking": "talker", "response": "talker"}
+    tutor = {"deciders": {"tool": "model", "routing": "model"}, "thinking": False}
+    with scripted_app(models, roles=roles, tutor=tutor) as app:
+        result = app.tutor.run_turn("Tell me about rivers")
+        assert result.response == "Recovered."
+        response = next(s for s in result.telemetry.steps if s.name == "response")
+        evicts = [e for e in response.events if e.kind == "evict"]
+        assert [e.model_id for e in evicts] == ["other"] and "out of ram memory" in evicts[0].reason
+
+
+def test_out_of_memory_twice_fails_the_turn_cleanly():
+    models = {"default": {"backend": "scripted", "path": "s", "options": {"oom_generations": 2}}}
+    with scripted_app(models, tutor={"thinking": False}) as app:
+        from mimir.errors import DeviceOutOfMemoryError
+
+        with pytest.raises(DeviceOutOfMemoryError):
+            app.tutor.run_turn("Tell me about lakes")
+        (turn,) = app.conversations.turns(app.conversations.list_sessions()[0].id)
+        assert turn.status == "failed" and "out of" in turn.error

@@ -14,6 +14,7 @@ Options (``ModelSpec.options``):
 - ``fail``: an error message; loading raises ``ModelLoadError`` with it;
 - ``fail_on``: generation raises ``GenerationError`` when the last message contains this text;
 - ``device``: ``"ram"`` or ``"gpu"`` (declared only; memory is host memory);
+- ``oom_generations``: the first N generations raise ``DeviceOutOfMemoryError``;
 - ``oom_loads``: the first N load attempts of this model (per backend instance) raise
   ``DeviceOutOfMemoryError`` on ``device``, to exercise the manager's evict-and-retry path.
 """
@@ -44,6 +45,7 @@ class ScriptedModel(LoadedModel):
         self._scores = dict(spec.options.get("scores", {}))
         self._lock = threading.Lock()
         self.calls: list[list[ChatMessage]] = []
+        self._ooms_left = int(spec.options.get("oom_generations", 0))
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -52,6 +54,11 @@ class ScriptedModel(LoadedModel):
         with self._lock:
             self.calls.append(list(messages))
             reply = next(self._replies)
+            oom = self._ooms_left > 0
+            self._ooms_left -= oom
+        if oom:
+            raise DeviceOutOfMemoryError(self.id, self.spec.options.get("device", "ram"), "generation",
+                                         "scripted out-of-memory")
         trigger = self.spec.options.get("fail_on")
         if trigger and messages and trigger in messages[-1].content:
             raise GenerationError(self.id, f"scripted failure on {trigger!r}")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mimir.config import Settings
-from mimir.errors import GenerationError, MimirError
+from mimir.errors import DeviceOutOfMemoryError, GenerationError, MimirError
 from mimir.models.base import ChatMessage, GenerationParams
 from mimir.runtime.manager import ModelManager
 from mimir.storage.conversations import ConversationStore, new_id
@@ -265,20 +265,32 @@ class Tutor:
 
     def _generate(self, role: str, step, messages: list[ChatMessage], params: GenerationParams,
                   on_token: Callable[[str], None] | None = None):
+        """Generate with the role's model under a lease. A device out-of-memory error evicts
+        the idle models on that device and retries once; a second one fails the turn."""
         model_id = self.manager.model_for_role(role)
         step.set_model(model_id)
         self._announce_load(model_id)
         with self.manager.use(model_id) as model:
-            stream = model.stream(messages, params)
-            for piece in stream:
-                if on_token is not None:
-                    on_token(strip_special_tokens(piece))
-            completion = stream.completion
+            try:
+                completion = self._stream(model, messages, params, on_token)
+            except DeviceOutOfMemoryError as exc:
+                evicted = self.manager.evict_idle(f"out of {exc.device} memory while '{model_id}' generated",
+                                                  device=exc.device)
+                log.warning("out of %s memory in %s; evicted %s and retrying once", exc.device, model_id, evicted)
+                completion = self._stream(model, messages, params, on_token)
         step.add_tokens(tokens_in=completion.tokens_in, tokens_out=completion.tokens_out)
         if completion.truncated_input or completion.dropped_messages:
             log.info("context guard: dropped %d message(s), truncated=%s", completion.dropped_messages,
                      completion.truncated_input)
         return completion
+
+    @staticmethod
+    def _stream(model, messages, params, on_token):
+        stream = model.stream(messages, params)
+        for piece in stream:
+            if on_token is not None:
+                on_token(strip_special_tokens(piece))
+        return stream.completion
 
     def _graph_tool(self, work: _TurnWork, step) -> None:
         """A chart from the student's numbers; failing that, from data the model writes as
