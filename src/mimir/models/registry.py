@@ -55,6 +55,12 @@ def _transformers() -> Backend:
     return TransformersBackend()
 
 
+def _remote() -> Backend:
+    from mimir.models.remote import RemoteBackend
+
+    return RemoteBackend()
+
+
 def _scripted() -> Backend:
     from mimir.models.scripted import ScriptedBackend
 
@@ -64,6 +70,7 @@ def _scripted() -> Backend:
 BUILTIN_BACKENDS: dict[str, BackendFactory] = {
     "llama_cpp": _llama_cpp,
     "transformers": _transformers,
+    "openai": _remote,
     "scripted": _scripted,
 }
 

@@ -1,0 +1,185 @@
+"""Remote backend: a model served by an OpenAI-compatible server (vLLM, TGI, Ollama, the
+llama.cpp server, or another Mimir's ``/v1`` API).
+
+This is how Mimir scales beyond one machine: a role points at a server instead of loading a
+model in-process. The model's memory lives on that server, so it costs nothing in this
+process's budget (estimate 0) and is never evicted for room.
+
+Config::
+
+    [models.big]
+    backend = "openai"
+    url = "http://gpu-box:8000/v1"       # the server's OpenAI base URL
+    options = { model = "meta-llama/Llama-3.2-3B-Instruct", api_key_env = "BIG_API_KEY", timeout_s = 120 }
+
+``score_choices`` asks the server for the log-probabilities of the first answer token
+(``logprobs`` + ``top_logprobs``); a server that does not return them raises a clear error
+(use the ``rules`` decider with such a server). Token counts are estimated locally
+(about 3.5 characters a token) since the chat API has no tokenizer endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+
+from mimir.errors import ConfigError, GenerationError, ModelLoadError
+from mimir.models.base import Backend, ChatMessage, Delta, GenerationParams, LoadedModel
+from mimir.models.spec import MemoryEstimate, ModelSpec
+
+#: A choice absent from the server's top log-probabilities scores this.
+ABSENT_LOGPROB = -100.0
+CHARS_PER_TOKEN = 3.5
+
+
+def _httpx():
+    import httpx  # a core dependency, imported on use to keep ``import mimir`` light
+
+    return httpx
+
+
+class RemoteModel(LoadedModel):
+    def __init__(self, spec: ModelSpec, client, model_name: str):
+        super().__init__(spec)
+        self._client = client
+        self.model_name = model_name
+        self.base_url = spec.source.value.rstrip("/")
+
+    def count_tokens(self, text: str) -> int:
+        return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+
+    def _body(self, messages: Sequence[ChatMessage], params: GenerationParams, **extra) -> dict:
+        body = {
+            "model": self.model_name,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        body.update(extra)
+        return body
+
+    def _error(self, response) -> GenerationError:
+        try:
+            detail = response.json().get("error", {})
+            message = detail.get("message") if isinstance(detail, dict) else str(detail)
+        except (ValueError, AttributeError):
+            message = response.text[:300]
+        return GenerationError(self.id, f"{self.base_url} answered HTTP {response.status_code}: {message}")
+
+    def _generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[Delta]:
+        httpx = _httpx()
+        url = f"{self.base_url}/chat/completions"
+        try:
+            with self._client.stream("POST", url, json=self._body(messages, params, stream=True)) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise self._error(response)
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        raise GenerationError(self.id, f"{url} sent a malformed stream event: {data[:120]}") from None
+                    if "error" in chunk:
+                        raise GenerationError(self.id, f"{url}: {chunk['error']}")
+                    if not chunk.get("choices"):
+                        continue
+                    choice = chunk["choices"][0]
+                    text = (choice.get("delta") or {}).get("content") or ""
+                    yield Delta(text, choice.get("finish_reason"))
+        except httpx.HTTPError as exc:
+            raise GenerationError(self.id, f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+
+    def score_choices(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
+        httpx = _httpx()
+        url = f"{self.base_url}/chat/completions"
+        params = GenerationParams(max_tokens=1, temperature=0.0)
+        body = self._body(messages, params, logprobs=True, top_logprobs=20)
+        try:
+            response = self._client.post(url, json=body)
+        except httpx.HTTPError as exc:
+            raise GenerationError(self.id, f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise self._error(response)
+        try:
+            content = response.json()["choices"][0]["logprobs"]["content"]
+            top = content[0]["top_logprobs"]
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise GenerationError(
+                self.id,
+                f"{url} returned no token log-probabilities; this server cannot answer model "
+                "decisions (use the rules decider for this role)",
+            ) from None
+        best: dict[str, float] = {}
+        for item in top:
+            token = str(item.get("token", "")).strip()
+            if token:
+                best[token] = max(best.get(token, -math.inf), float(item.get("logprob", ABSENT_LOGPROB)))
+        # A choice matches a top token that begins it ("Yes" <- "Y"/"Yes"); the longest wins.
+        scores = {}
+        for choice in choices:
+            matches = [lp for tok, lp in best.items() if choice.strip().startswith(tok)]
+            scores[choice] = max(matches) if matches else ABSENT_LOGPROB
+        return scores
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class RemoteBackend(Backend):
+    name = "openai"
+
+    def validate(self, spec: ModelSpec) -> None:
+        if spec.source.kind != "url":
+            raise ConfigError(f"models.{spec.id}", "the openai backend needs url = 'http://host:port/v1'")
+
+    def estimate(self, spec: ModelSpec) -> MemoryEstimate:
+        self.validate(spec)
+        return MemoryEstimate(weights_bytes=0, kv_cache_bytes=0, overhead_bytes=0, device="ram")
+
+    def load(self, spec: ModelSpec) -> LoadedModel:
+        """Connect and check that the server lists the model (when it lists models at all)."""
+        httpx = _httpx()
+        self.validate(spec)
+        base = spec.source.value.rstrip("/")
+        headers = {}
+        key_env = spec.options.get("api_key_env")
+        if key_env:
+            key = os.environ.get(str(key_env))
+            if not key:
+                raise ModelLoadError(spec.id, base, f"environment variable {key_env} (api_key_env) is not set")
+            headers["Authorization"] = f"Bearer {key}"
+        client = httpx.Client(headers=headers, timeout=float(spec.options.get("timeout_s", 120)))
+        model_name = str(spec.options.get("model", spec.id))
+        try:
+            response = client.get(f"{base}/models")
+        except httpx.HTTPError as exc:
+            client.close()
+            raise ModelLoadError(spec.id, base, f"server unreachable: {type(exc).__name__}: {exc}") from None
+        if response.status_code == 200:
+            try:
+                served = [m["id"] for m in response.json().get("data", [])]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                served = []
+            if served and model_name not in served:
+                client.close()
+                raise ModelLoadError(
+                    spec.id, base, f"the server does not serve '{model_name}' (it serves: {', '.join(served)})"
+                )
+        elif response.status_code in (401, 403):
+            client.close()
+            raise ModelLoadError(spec.id, base, f"the server refused the credentials (HTTP {response.status_code})")
+        return RemoteModel(spec, client, model_name)
