@@ -112,6 +112,7 @@ def test_chat_streams_and_ends_with_answer_status_and_session():
         assert chatbot[-1]["metadata"]["title"] == status and "peak RSS" in status
         assert owned == [session] and app.conversations.get_session(session).turn_count == 1
         assert sessions["value"] == session and [c[1] for c in sessions["choices"]] == [session]
+        assert sessions["info"] == "1 session started in this browser."
 
 
 def test_two_visitors_never_see_each_others_sessions():
@@ -129,6 +130,7 @@ def test_two_visitors_never_see_each_others_sessions():
         app.conversations.delete_session(a_session)
         dropdown, kept, _ = h.load_page([a_session, b_session, 42])
         assert kept == [b_session] and [c[1] for c in dropdown["choices"]] == [b_session]
+        assert h.load_page(None)[0]["info"] == "None started in this browser yet."
 
 
 def test_chat_shows_errors_in_the_page_and_keeps_working():

@@ -63,7 +63,7 @@ class Handlers:
             kept, choices = self._owned_sessions(owned)
         except MimirError as exc:
             return gr.update(choices=[], value=None), owned, _error(exc)
-        return gr.update(choices=choices, value=None), kept, ""
+        return gr.update(choices=choices, value=None, info=render.sessions_info(len(choices))), kept, ""
 
     def chat(self, message: str, history: list | None, session_id: str | None, owned: list[str] | None) -> Iterator[tuple]:
         """Stream one turn. Outputs: chatbot, textbox, status line, session, owned, sessions."""
@@ -99,14 +99,15 @@ class Handlers:
                     chart_description=result.chart_description, notices=result.notices,
                 )
                 _, choices = self._owned_sessions(owned)
-                yield [*shown, *messages], gr.skip(), line, session_id, owned, gr.update(choices=choices, value=session_id)
+                sessions = gr.update(choices=choices, value=session_id, info=render.sessions_info(len(choices)))
+                yield [*shown, *messages], gr.skip(), line, session_id, owned, sessions
             else:
                 exc = event.error
                 text = str(exc) if isinstance(exc, MimirError) else f"{type(exc).__name__}: {exc}"
                 messages = render.answer_messages(answer, error=text)
                 try:
                     _, choices = self._owned_sessions(owned)
-                    sessions = gr.update(choices=choices, value=session_id)
+                    sessions = gr.update(choices=choices, value=session_id, info=render.sessions_info(len(choices)))
                 except MimirError:
                     sessions = gr.skip()
                 yield [*shown, *messages], gr.skip(), render.error_markdown(exc), session_id, owned, sessions

@@ -162,6 +162,13 @@ def session_choices(sessions: Sequence[Any], *, now_s: float | None = None) -> l
     ]
 
 
+def sessions_info(count: int) -> str:
+    """The note under the past-sessions list."""
+    if count == 0:
+        return "None started in this browser yet."
+    return f"{count} session{'s' if count != 1 else ''} started in this browser."
+
+
 def error_markdown(exc: BaseException) -> str:
     """One readable line for an error, shown in the page (never a traceback)."""
     from mimir.errors import MimirError
