@@ -21,7 +21,7 @@ LLAMA_CPP_VERSION ?= 0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 WHEELHOUSE ?= $(HOME)/.cache/mimir/wheels/llama-cpp-$(LLAMA_CPP_VERSION)-avx2
 
-.PHONY: run test bench install install-test clean
+.PHONY: run ask test bench install install-test browser-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,10 +48,24 @@ $(VENV)/.test-installed: pyproject.toml $(VENV)/.llama-installed | $(PY)
 install: $(VENV)/.run-installed
 install-test: $(VENV)/.test-installed
 
+# The web app on http://127.0.0.1:7860/ (PORT=... to change it; Ctrl-C stops it).
+PORT ?= 7860
 run: install
+	$(VENV)/bin/mimir serve --port $(PORT)
+
+ask: install
 	$(VENV)/bin/mimir ask "$(QUESTION)"
 
-test: install-test
+# The browser test drives Debian's Chromium; installed here when missing and we are root.
+# Without it that test skips and says why.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	      || echo "could not install chromium: the browser test will skip"; \
+	  else echo "chromium missing (as root: apt-get install chromium chromium-driver): the browser test will skip"; fi; }
+
+test: install-test browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install-test
