@@ -19,6 +19,7 @@ accepted stores the turn as failed with its error and re-raises; the session sta
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -99,7 +100,10 @@ class Tutor:
         self.store = store
         self.prompts = prompts or PromptLibrary(settings.tutor.prompts_dir)
         self.charts_dir = settings.home / "charts"
-        self._status: Callable[[str], None] = lambda text: None
+        # The running turn's progress callback; per context so concurrent turns never mix.
+        self._status: contextvars.ContextVar[Callable[[str], None]] = contextvars.ContextVar(
+            "mimir_turn_status", default=lambda text: None
+        )
         self.deciders = Deciders(
             self.prompts, manager, dict(settings.tutor.deciders), before_model_use=self._announce_load
         )
@@ -136,7 +140,7 @@ class Tutor:
         )
         if cleaned.notice:
             work.notices.append(cleaned.notice)
-        self._status = on_status or (lambda text: None)
+        status_token = self._status.set(on_status or (lambda text: None))
         try:
             with self.telemetry.turn(session_id=session_id, turn_id=turn_id) as turn:
                 self._run_steps(work, session_id, on_token or (lambda text: None))
@@ -149,7 +153,7 @@ class Tutor:
                 raise
             raise error from exc
         finally:
-            self._status = lambda text: None
+            self._status.reset(status_token)
         record = turn.record
         if persist:
             self._store(work, session_id, turn_id, record=record)
@@ -261,7 +265,7 @@ class Tutor:
                 size = format_bytes(self.manager.estimate(model_id).total_bytes)
             except MimirError:
                 size = "unknown size"
-            self._status(f"loading model '{model_id}' (estimated {size})")
+            self._status.get()(f"loading model '{model_id}' (estimated {size})")
 
     def _generate(self, role: str, step, messages: list[ChatMessage], params: GenerationParams,
                   on_token: Callable[[str], None] | None = None):
