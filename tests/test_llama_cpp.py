@@ -149,3 +149,22 @@ def test_manager_measures_the_real_model():
     assert r.estimate_bytes > r.measured_bytes * 0.5
     m.close()
     assert m.status().resident == ()
+
+
+def test_two_real_models_under_a_budget_for_one_evict_each_other():
+    a = replace(bundled_model_spec("a"), context_length=1024)
+    b = replace(bundled_model_spec("b"), context_length=512)
+    probe = ModelManager({"a": a, "b": b}, budget_ram_bytes=2 * GiB)
+    budget = int(max(probe.estimate("a").total_bytes, probe.estimate("b").total_bytes) * 1.3)
+    m = ModelManager({"a": a, "b": b}, budget_ram_bytes=budget)
+    events = []
+    m.subscribe(events.append)
+    for model_id in ("a", "b", "a"):
+        with m.use(model_id) as model:
+            assert model.chat([ChatMessage("user", "Hi")], GenerationParams(max_tokens=2)).tokens_out >= 1
+        assert [r.model_id for r in m.status().resident] == [model_id]
+    assert [(e.kind, e.model_id) for e in events] == [
+        ("load", "a"), ("evict", "a"), ("load", "b"), ("evict", "b"), ("load", "a")
+    ]
+    assert all(e.measured_bytes > 50 * 1024**2 for e in events if e.kind == "load")
+    m.close()
