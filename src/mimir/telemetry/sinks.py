@@ -87,6 +87,8 @@ class QueuedSink(Sink):
     """A sink whose writes run on one writer thread, in the order they were given."""
 
     thread_name = "mimir-telemetry-writer"
+    #: Most queued items the writer takes at once.
+    max_batch = 256
 
     def __init__(self) -> None:
         self._queue: queue.Queue = queue.Queue()
@@ -123,20 +125,38 @@ class QueuedSink(Sink):
     def _finish(self) -> None:
         """Called on the writer thread after the last item (release resources)."""
 
+    def _write_batch(self, items: list[tuple[str, Any]]) -> None:
+        """Write items that were waiting together; by default one by one."""
+        for item in items:
+            self._write_one(item)
+
+    def _write_one(self, item: tuple[str, Any]) -> None:
+        try:
+            self._write(*item)
+        except Exception:
+            self.failed_writes += 1
+            log.exception("%s could not write a telemetry %s record", type(self).__name__, item[0])
+
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            try:
-                if item is _STOP:
-                    self._finish()
-                    return
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch:
                 try:
-                    self._write(*item)
-                except Exception:
-                    self.failed_writes += 1
-                    log.exception("%s could not write a telemetry %s record", type(self).__name__, item[0])
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(item is _STOP for item in batch)
+            try:
+                items = [item for item in batch if item is not _STOP]
+                if items:
+                    self._write_batch(items)
+                if stop:
+                    self._finish()
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+            if stop:
+                return
 
     def flush(self) -> None:
         if self._thread.is_alive():
@@ -159,6 +179,7 @@ class SqliteSink(QueuedSink):
 
     A step inside a turn is written with its turn, in one transaction, when the turn ends,
     so concurrent turns never interleave; a step outside any turn is written on its own.
+    Records that queued up while the writer was busy share one transaction.
     """
 
     thread_name = "mimir-telemetry-sqlite"
@@ -170,6 +191,18 @@ class SqliteSink(QueuedSink):
     def on_step(self, record: StepRecord) -> None:
         if record.turn_id is None:
             self._put(("step", record))
+
+    def _write_batch(self, items: list[tuple[str, Any]]) -> None:
+        """Items that queued up together go in one transaction; if it fails, one by one."""
+        if len(items) > 1:
+            try:
+                with self.store.db.write():
+                    for item in items:
+                        self._write(*item)
+                return
+            except Exception:
+                log.warning("a batch of %d telemetry records failed; writing them one by one", len(items))
+        super()._write_batch(items)
 
     def _write(self, kind: str, item: Any) -> None:
         if kind == "step":
