@@ -234,3 +234,23 @@ def test_trackio_without_the_extra_names_it(tmp_path, monkeypatch):
     settings = settings_from_dict({"telemetry": {"trackio_project": "mimir", "store": False}})
     with pytest.raises(MissingExtraError, match=r"mimir-tutor\[trackio\]"):
         telemetry_from_settings(settings)
+
+
+def test_a_record_that_cannot_be_written_does_not_take_others_with_it(db, caplog):
+    store = TelemetryStore(db)
+    tel = Telemetry(sample_interval_s=None)
+    records = []
+    for i in range(50):
+        with tel.step(f"s{i}") as step:
+            pass
+        records.append(step.record)
+    tel.close()
+    store.save_step(records[25])  # already stored: writing it again breaks the UNIQUE step_id
+    sink = SqliteSink(store)
+    with caplog.at_level(logging.ERROR, logger="mimir.telemetry"):
+        for record in records:
+            sink.on_step(record)
+        sink.close()
+    assert sink.failed_writes == 1
+    assert store.count_steps() == 50
+    assert any("could not write a telemetry step record" in r.getMessage() for r in caplog.records)
