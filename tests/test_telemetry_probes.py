@@ -115,3 +115,58 @@ def test_telemetry_from_settings_builds_the_configured_sinks(tmp_path):
     quiet = telemetry_from_settings(settings_from_dict({"telemetry": {"log": False, "store": False}}))
     assert quiet.sinks == [] and quiet.sampler is not None
     quiet.close()
+
+
+def test_rss_reader_follows_a_fork():
+    import os
+
+    probe = ProcessProbe()
+    try:
+        probe.rss()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: grow by 64 MiB, report what the reader sees
+            block = bytearray(b"\x01") * (64 * MiB)
+            own = psutil.Process().memory_info().rss
+            os.write(w, f"{probe.rss()} {own}".encode())
+            del block
+            os._exit(0)
+        os.close(w)
+        seen, own = map(int, os.read(r, 100).split())
+        os.waitpid(pid, 0)
+        os.close(r)
+    finally:
+        probe.close()
+    assert abs(seen - own) < 8 * MiB
+
+
+def _cuda_ready() -> bool:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        try:
+            import torch
+        except ImportError:
+            return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_ready(), reason="needs CUDA")
+def test_cuda_peak_shows_a_tensor_freed_inside_the_step():
+    import torch
+
+    from mimir.telemetry import Telemetry
+
+    torch.cuda.init()
+    tel = Telemetry(sample_interval_s=None)
+    try:
+        with tel.step("spike") as step:
+            block = torch.ones(64 * MiB, dtype=torch.uint8, device="cuda")
+            torch.cuda.synchronize()
+            del block
+    finally:
+        tel.close()
+    rec = step.record
+    assert rec.cuda_peak_allocated_bytes - rec.cuda_allocated_before_bytes >= 64 * MiB
+    assert rec.cuda_allocated_after_bytes - rec.cuda_allocated_before_bytes < 8 * MiB
+    assert rec.gpu_used_after_bytes is None or rec.gpu_total_bytes >= rec.gpu_used_after_bytes

@@ -110,6 +110,7 @@ class RssReader:
     def __init__(self) -> None:
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self._fd: int | None = None
+        self._pid = os.getpid()
         try:
             self._fd = os.open("/proc/self/statm", os.O_RDONLY)
         except OSError:
@@ -119,6 +120,10 @@ class RssReader:
 
     def __call__(self) -> int:
         if self._fd is not None:
+            if os.getpid() != self._pid:  # forked: the descriptor still reads the parent
+                os.close(self._fd)
+                self._fd = os.open("/proc/self/statm", os.O_RDONLY)
+                self._pid = os.getpid()
             return int(os.pread(self._fd, 128, 0).split()[1]) * self._page
         return int(self._process.memory_info().rss)
 
