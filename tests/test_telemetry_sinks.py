@@ -195,13 +195,21 @@ def test_trackio_sink_logs_step_metrics(tmp_path, monkeypatch):
     trackio = pytest.importorskip("trackio")
     from mimir.telemetry import TrackioSink
 
-    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
-    sink = TrackioSink("mimir-test", run_name="run1")
+    from trackio.sqlite_storage import SQLiteStorage
+
+    project = f"mimir-test-{tmp_path.name}"
+    sink = TrackioSink(project, run_name="run1")
     tel = Telemetry(sinks=[sink], sample_interval_s=None)
-    with tel.step("routing"):
-        pass
+    with tel.turn(session_id="s", turn_id="t"):
+        with tel.step("routing") as step:
+            step.add_tokens(tokens_in=5, tokens_out=1)
     tel.close()
     assert sink.failed_writes == 0
+    logs = SQLiteStorage.get_logs(project, "run1")
+    merged = {k: v for entry in logs for k, v in entry.items()}
+    assert merged["routing/tokens_in"] == 5.0
+    assert merged["routing/wall_s"] == pytest.approx(step.record.wall_s)
+    assert "turn/wall_s" in merged
     assert trackio.__name__ == "trackio"
 
 

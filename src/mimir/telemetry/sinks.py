@@ -228,7 +228,7 @@ class TrackioSink(QueuedSink):
             raise MissingExtraError("trackio", "trackio", "exporting telemetry to trackio") from None
         self.project = project
         self._trackio = trackio
-        self._run = trackio.init(project=project, name=run_name, config=dict(config or {}))
+        self._trackio_run = trackio.init(project=project, name=run_name, config=dict(config or {}))
         super().__init__()
 
     def on_turn(self, record: TurnRecord) -> None:
@@ -236,13 +236,13 @@ class TrackioSink(QueuedSink):
 
     def _write(self, kind: str, item: Any) -> None:
         if kind == "step":
-            self._run.log(step_metrics(item))
+            self._trackio_run.log(step_metrics(item))
         elif kind == "turn":
-            self._run.log(turn_metrics(item))
+            self._trackio_run.log(turn_metrics(item))
 
     def _finish(self) -> None:
         try:
-            self._run.finish()
+            self._trackio_run.finish()
         except Exception:
             log.exception("trackio finish failed")
 
