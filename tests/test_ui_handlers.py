@@ -251,3 +251,19 @@ def test_cache_errors_are_messages(tmp_path, monkeypatch):
         assert totals.startswith("**Error:**") and "is a file" in totals and all(is_skip(v) for v in rest)
         line, *_ = h.plan(False, False, False)
         assert line.startswith("**Error:**")
+
+
+def test_server_binds_a_free_port_and_refuses_a_busy_one():
+    from mimir.ui.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert port > 0
+        with pytest.raises(InvalidInputError, match=f"cannot listen on 127.0.0.1:{port}: .*choose another --port"):
+            bind("127.0.0.1", port)
+    finally:
+        sock.close()
+    with pytest.raises(InvalidInputError, match="cannot listen on no-such-host.invalid"):
+        bind("no-such-host.invalid", 0)

@@ -61,7 +61,8 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
     from mimir.ui.render import CACHE_HEADERS, MODEL_HEADERS, PLAN_HEADERS, RESIDENT_HEADERS, STEP_HEADERS
 
     h = Handlers(app)
-    with gr.Blocks(title="Mimir tutor", analytics_enabled=False) as blocks:
+    # Files Gradio copies to serve (charts) are deleted after a day, checked hourly.
+    with gr.Blocks(title="Mimir tutor", analytics_enabled=False, delete_cache=(3600, 86400)) as blocks:
         owned = gr.BrowserState([], storage_key="mimir_sessions")
         session = gr.State(None)
         memory_key = gr.State(None)
