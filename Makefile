@@ -68,8 +68,10 @@ browser-deps:
 test: install-test browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Every benchmark prints its own table; run them on a quiet machine.
+BENCHES ?= bench_manager bench_turn bench_telemetry bench_cache bench_transformers_estimate
 bench: install-test
-	$(PY) bench/bench_manager.py
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info

@@ -127,3 +127,14 @@ def test_another_mimir_uses_this_one_as_a_model_server(app):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_the_web_server_serves_the_api_beside_the_ui(app):
+    pytest.importorskip("gradio")
+    from mimir.ui.app import create_app
+
+    client = TestClient(create_app(app))
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]][0] == TUTOR_MODEL
+    out = client.post("/v1/chat/completions", json={"model": "default", "messages": [{"role": "user", "content": "x"}]})
+    assert out.json()["choices"][0]["message"]["content"] == REPLY
+    assert client.get("/").status_code == 200  # the Gradio page

@@ -1,4 +1,5 @@
-"""``mimir serve``: the web app (chat, memory, cache and models tabs) on one local port."""
+"""``mimir serve``: the web app (chat, memory, cache and models tabs) and the
+OpenAI-compatible API (``/v1``) on one local port."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
     port: int = typer.Option(7860, "--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port)."),
 ) -> None:
-    """Start the web app: chat with the tutor, and see memory, cache and models at a glance."""
+    """Start the web app (chat, memory, cache, models) and the OpenAI-compatible API under /v1."""
     from mimir.ui.server import serve as run_server
 
     run_server(state(ctx).app(), host=host, port=port)

@@ -169,13 +169,19 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
 
 
 def create_app(app: MimirApp, *, fastapi_app: FastAPI | None = None) -> FastAPI:
-    """The FastAPI application with the web app mounted at ``/``."""
+    """The FastAPI application: the OpenAI-compatible API under ``/v1`` and the web app at ``/``."""
     gr = _gradio()
     try:
         from fastapi import FastAPI
     except ImportError:
         raise MissingExtraError("fastapi", "ui", "The web app") from None
-    server = fastapi_app or FastAPI(title="Mimir")
+    if fastapi_app is None:
+        from mimir.api.openai import install
+
+        server = FastAPI(title="Mimir")
+        install(server, app)  # /v1 routes first: Gradio, mounted at "/", takes the rest
+    else:
+        server = fastapi_app
     blocks = build_blocks(app)
     blocks.queue(default_concurrency_limit=4)
     charts = app.settings.home / "charts"
