@@ -224,3 +224,22 @@ def test_out_of_memory_twice_fails_the_turn_cleanly():
             app.tutor.run_turn("Tell me about lakes")
         (turn,) = app.conversations.turns(app.conversations.list_sessions()[0].id)
         assert turn.status == "failed" and "out of" in turn.error
+
+
+def test_app_parts_are_built_once_across_threads():
+    import threading
+
+    with scripted_app() as app:
+        seen = []
+        barrier = threading.Barrier(6)
+
+        def grab():
+            barrier.wait()
+            seen.append((id(app.manager), id(app.db), id(app.tutor)))
+
+        threads = [threading.Thread(target=grab) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(seen)) == 1

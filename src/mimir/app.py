@@ -23,27 +23,39 @@ if TYPE_CHECKING:
     from mimir.telemetry.recorder import Telemetry
 
 
+class _built_once(cached_property):
+    """``cached_property`` that builds under the app's lock, so two threads (web requests)
+    asking at once get the same manager or database, never two (3.12 dropped the lock
+    ``cached_property`` had)."""
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        with instance._lock:
+            return super().__get__(instance, owner)
+
+
 class MimirApp:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: building telemetry builds the db
 
     @classmethod
     def from_config(cls, config: str | os.PathLike | None = None) -> MimirApp:
         return cls(load_settings(config))
 
-    @cached_property
+    @_built_once
     def manager(self) -> ModelManager:
         return ModelManager.from_settings(self.settings)
 
-    @cached_property
+    @_built_once
     def db(self) -> Database:
         """The SQLite database under ``MIMIR_HOME`` (opened and migrated on first use)."""
         from mimir.storage.db import Database
 
         return Database.open(self.settings.db_path)
 
-    @cached_property
+    @_built_once
     def telemetry(self) -> Telemetry:
         """Per-step telemetry, listening to the manager's events (``[telemetry]`` settings)."""
         from mimir.telemetry.setup import parse_telemetry_options, telemetry_from_settings
@@ -53,13 +65,13 @@ class MimirApp:
         telemetry.attach(self.manager)
         return telemetry
 
-    @cached_property
+    @_built_once
     def conversations(self) -> ConversationStore:
         from mimir.storage.conversations import ConversationStore
 
         return ConversationStore(self.db)
 
-    @cached_property
+    @_built_once
     def tutor(self) -> Tutor:
         """The tutor pipeline on this app's manager, telemetry and conversation store."""
         from mimir.tutor.pipeline import Tutor
