@@ -32,7 +32,7 @@ $(VENV)/.llama-installed: | $(PY)
 	  echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) (about 5 minutes, once)"; \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	    $(PIP) wheel --quiet --no-deps --no-cache-dir -w $(WHEELHOUSE) 'llama-cpp-python==$(LLAMA_CPP_VERSION)'; }
-	$(PIP) install --quiet --find-links $(WHEELHOUSE) --no-index --no-deps 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
+	$(PIP) install --quiet --find-links $(WHEELHOUSE) 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
 	touch $@
 
 # Stamps record what was installed; they are redone when pyproject.toml changes.
