@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mimir.cli.context import state
-from mimir.errors import NotFoundError, StorageError
-from mimir.storage.telemetry_store import MeasuredSize, TelemetryStore
+from mimir.errors import NotFoundError
+from mimir.storage.telemetry_store import TelemetryStore
 from mimir.telemetry.records import StepRecord
 
 #: Columns of ``--csv``, in order (events joined with "; ").
@@ -112,20 +112,3 @@ def write_csv(steps: list[StepRecord], out) -> None:
         writer.writerow(["" if data[c] is None else data[c] for c in CSV_COLUMNS])
 
 
-def measured_history(app) -> dict[str, MeasuredSize]:
-    """Per model, the measured size of its last load in any earlier run (from the store).
-
-    Empty when the database cannot be opened: ``mimir models`` still works on a read-only home.
-    """
-    try:
-        return TelemetryStore(app.db).last_measured_sizes()
-    except StorageError:
-        return {}
-
-
-def record_history(app) -> None:
-    """Start telemetry (so the manager's loads are stored), if the database is usable."""
-    try:
-        app.telemetry
-    except StorageError:
-        pass

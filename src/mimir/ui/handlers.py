@@ -183,7 +183,7 @@ class Handlers:
     # -- models ----------------------------------------------------------------------------
     def models(self):
         """Outputs: counters line, budget line, roles table, models table, unload choices."""
-        from mimir.cli.models import model_rows
+        from mimir.inventory import model_rows
 
         try:
             status = self.app.manager.status()

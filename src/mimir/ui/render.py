@@ -315,7 +315,7 @@ MODEL_HEADERS = ("model", "backend", "roles", "estimate", "measured", "resident"
 
 
 def models_table(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """Configured models (the dicts of ``mimir.cli.models.model_rows``)."""
+    """Configured models (the dicts of ``mimir.inventory.model_rows``)."""
     out = []
     for r in rows:
         measured = format_bytes(r.get("measured_bytes"))
