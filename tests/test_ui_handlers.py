@@ -234,7 +234,7 @@ def test_cache_scan_plan_confirm_and_delete(cache_tree):
         message, *_ = h.execute(True, None)
         assert "make a plan first" in message
         message, plan_after, confirm, delete, totals, repos, *_ = h.execute(True, plan)
-        assert message.startswith(f"**Freed ") and plan_after is None and delete["interactive"] is False
+        assert message.startswith("**Freed ") and plan_after is None and delete["interactive"] is False
         assert not cache_tree.repo("org/beta").exists() and cache_tree.repo("org/alpha").is_dir()
         assert "model/org/beta" not in set(repos["repo"]) and "model/org/alpha" in set(repos["repo"])
         line, plan_state, confirm, delete = h.options_changed()

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mimir.cache._fs import is_inside
+from mimir.cache._fs import Resolver, is_inside
 from mimir.cache.report import LocalModelFile, MissingModel, Reference, RepoEntry
 
 if TYPE_CHECKING:
