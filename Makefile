@@ -66,6 +66,7 @@ browser-deps:
 	  else echo "chromium missing (as root: apt-get install chromium chromium-driver): the browser test will skip"; fi; }
 
 test: install-test browser-deps
+	$(PY) -m ruff check src tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Every benchmark prints its own table; run them on a quiet machine.
