@@ -19,7 +19,7 @@ def eval_cases(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Per-flag precision and recall, overall accuracy and the mismatches."""
+    """Run labelled cases (JSONL) and report per-flag precision and recall, accuracy and mismatches."""
     cases = load_cases(cases_file)
     app = state(ctx).app()
     tutor = app.tutor
