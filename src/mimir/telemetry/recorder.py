@@ -135,6 +135,30 @@ class Telemetry:
             out.update(probe.read(phase))  # type: ignore[arg-type]
         return out
 
+    def _open_window(self) -> tuple[Mapping[str, Any], Any]:
+        """Readings at the start of a step or turn, and a sampler window for its peak."""
+        before = self._read("before")
+        rss = before.get("rss_bytes")
+        window = self.sampler.open(rss) if self.sampler is not None and rss is not None else None
+        return before, window
+
+    def _close_window(
+        self, before: Mapping[str, Any], window: Any, *peaks: int | None
+    ) -> tuple[dict[str, Any], int | None]:
+        """Readings at the end, and the peak RSS: the highest of the readings, the sampled
+        peak, ``peaks``, and the kernel's high-water mark when it rose inside the window."""
+        after = self._read("after")
+        sampled = None
+        if window is not None and self.sampler is not None:
+            closed = self.sampler.close(window)
+            sampled = closed.peak_bytes if closed is not None else None
+        peak = _max(before.get("rss_bytes"), after.get("rss_bytes"), sampled, *peaks)
+        hwm_before, hwm_after = before.get("maxrss_bytes"), after.get("maxrss_bytes")
+        if hwm_before is not None and hwm_after is not None and hwm_after > hwm_before:
+            # The process set a new all-time high during the window: that high is the peak.
+            peak = _max(peak, hwm_after)
+        return after, peak
+
     def _on_event(self, event: ModelEvent) -> None:
         step = self._step_var.get()
         if step is not None:
@@ -214,10 +238,7 @@ class StepRecorder:
             first_open = tel._open_steps == 1
         for probe in tel.probes:
             probe.begin(first_open=first_open)
-        self._before = before = tel._read("before")
-        rss = before.get("rss_bytes")
-        if tel.sampler is not None and rss is not None:
-            self._window = tel.sampler.open(rss)
+        self._before, self._window = tel._open_window()
         self._token = tel._step_var.set(self)
         self._started_at = time.time()
         self._t0 = time.perf_counter()
@@ -226,22 +247,13 @@ class StepRecorder:
     def __exit__(self, exc_type, exc, tb) -> None:
         wall_s = time.perf_counter() - self._t0
         tel = self._telemetry
-        after = tel._read("after")
-        sampled = None
-        if self._window is not None and tel.sampler is not None:
-            window = tel.sampler.close(self._window)
-            sampled = window.peak_bytes if window is not None else None
+        before = self._before
+        after, peak = tel._close_window(before, self._window)
         tel._step_var.reset(self._token)
         with tel._open_lock:
             tel._open_steps -= 1
-        before = self._before
         rss_before = before.get("rss_bytes")
         rss_after = after.get("rss_bytes")
-        peak = _max(rss_before, rss_after, sampled)
-        hwm_before, hwm_after = before.get("maxrss_bytes"), after.get("maxrss_bytes")
-        if hwm_before is not None and hwm_after is not None and hwm_after > hwm_before:
-            # The process set a new all-time high during this step: that high is the peak.
-            peak = _max(peak, hwm_after)
         self.record = record = StepRecord(
             step_id=tel._new_id(),
             name=self.name,
@@ -304,10 +316,7 @@ class TurnRecorder:
         tel = self._telemetry
         if tel._turn_var.get() is not None:
             raise MimirError("a telemetry turn is already open in this context; turns do not nest")
-        self._before: Mapping[str, Any] = tel._read("before")
-        rss = self._before.get("rss_bytes")
-        if tel.sampler is not None and rss is not None:
-            self._window = tel.sampler.open(rss)
+        self._before, self._window = tel._open_window()
         self._token = tel._turn_var.set(self)
         self._started_at = time.time()
         self._t0 = time.perf_counter()
@@ -317,18 +326,8 @@ class TurnRecorder:
         wall_s = time.perf_counter() - self._t0
         tel = self._telemetry
         tel._turn_var.reset(self._token)
-        after = tel._read("after")
-        sampled = None
-        if self._window is not None and tel.sampler is not None:
-            window = tel.sampler.close(self._window)
-            sampled = window.peak_bytes if window is not None else None
         steps = self.steps
-        peak = _max(
-            self._before.get("rss_bytes"), after.get("rss_bytes"), sampled, *(s.rss_peak_bytes for s in steps)
-        )
-        hwm_before, hwm_after = self._before.get("maxrss_bytes"), after.get("maxrss_bytes")
-        if hwm_before is not None and hwm_after is not None and hwm_after > hwm_before:
-            peak = _max(peak, hwm_after)
+        _, peak = tel._close_window(self._before, self._window, *(s.rss_peak_bytes for s in steps))
         self.record = record = TurnRecord(
             session_id=self.session_id,
             turn_id=self.turn_id,
