@@ -8,12 +8,13 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mimir.cli.context import state
 from mimir.errors import InvalidInputError
 from mimir.telemetry.records import turn_json
 from mimir.tutor.pipeline import TurnResult
-from mimir.units import format_bytes
+from mimir.ui.render import turn_status_line
 
 _err = Console(stderr=True, highlight=False)
 
@@ -71,13 +72,9 @@ def result_json(result: TurnResult) -> dict:
 
 
 def print_footer(result: TurnResult) -> None:
-    """One dim status line: time, tokens, active segments, peak memory; and notices."""
-    rec = result.telemetry
+    """One dim status line (the web app's: time, tokens, segments, peak memory), and notices."""
     if result.chart_path:
         _err.print(f"[cyan]chart:[/] {result.chart_path}")
     for notice in result.notices:
         _err.print(f"[yellow]note:[/] {notice}")
-    _err.print(
-        f"[dim]{rec.wall_s:.1f}s · {rec.tokens_out} tokens · peak {format_bytes(rec.peak_rss_bytes)} · "
-        f"{', '.join(result.flags)} · session {result.session_id}[/]"
-    )
+    _err.print(f"[dim]{escape(turn_status_line(result))} · session {result.session_id}[/]")
