@@ -120,17 +120,21 @@ class BudgetExceededError(MimirError):
         *,
         device: str = "ram",
         blocked_by: Iterable[str] = (),
+        detail: str = "",
     ):
         self.model_id = model_id
         self.estimate_bytes = estimate_bytes
         self.budget_bytes = budget_bytes
         self.device = device
         self.blocked_by = sorted(blocked_by)
+        self.detail = detail
         if self.blocked_by:
             why = (
                 f"the models in use or pinned ({', '.join(self.blocked_by)}) leave too little room "
                 f"in the {_fmt_bytes(budget_bytes)} {device} budget"
             )
+            if detail:
+                why += f"; {detail}"
         else:
             why = f"it does not fit the {_fmt_bytes(budget_bytes)} {device} budget even alone"
         super().__init__(
