@@ -28,6 +28,13 @@ Example ``mimir.toml``::
     routing = "small"
     thinking = "big"
     response = "big"
+
+    [server]
+    auth = "password"            # "none" (default, loopback only) or "password"
+    allowed_hosts = ["tutor.example.edu"]   # host names the server answers to
+
+    [storage]
+    telemetry_retention = "30d"  # delete telemetry older than this; off by default
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ AUTO_GPU_FRACTION = 0.9
 DECIDERS = ("rules", "model", "hybrid")
 DECISIONS = ("tool", "routing")
 
-_TOP_KEYS = {"home", "log_level", "budget", "models", "roles", "tutor", "telemetry", "server"}
+_TOP_KEYS = {"home", "log_level", "budget", "models", "roles", "tutor", "telemetry", "server", "storage"}
 _BUDGET_KEYS = {"memory", "gpu_memory", "keep_alive", "load_timeout"}
 _MODEL_KEYS = {
     "backend",
@@ -102,6 +109,32 @@ class TutorSettings:
     prompts_dir: Path | None = None
 
 
+AUTH_MODES = ("none", "password")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """``[server]``: how ``mimir serve`` admits people. Each key has its parser in
+    ``_SERVER_PARSERS``; a new key is a field here plus one entry there."""
+
+    #: ``none``: no sign-in, the single local user is an admin (loopback binds only);
+    #: ``password``: users sign in (web) or send an API key (``/v1``).
+    auth: str = "none"
+    #: Host names (``Host`` header) the server answers to besides loopback names and IP
+    #: addresses: the public name behind a reverse proxy. Guards against DNS rebinding.
+    allowed_hosts: tuple[str, ...] = ()
+    #: How long a web sign-in lasts.
+    login_lifetime_s: float = 12 * 3600.0
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """``[storage]``: what the database keeps."""
+
+    #: Telemetry older than this is deleted (at start, then hourly while serving); None: kept.
+    telemetry_retention_s: float | None = None
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -114,6 +147,8 @@ class Settings:
     log_level: str = "WARNING"
     tutor: TutorSettings = field(default_factory=TutorSettings)
     telemetry: Mapping[str, Any] = field(default_factory=dict)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
     #: The file these settings came from, or ``None`` for built-in defaults.
     source: Path | None = None
 
@@ -201,6 +236,8 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
 
     tutor = _parse_tutor(_table(data, "tutor", src), src, source)
     telemetry = _table(data, "telemetry", src)
+    server = ServerSettings(**_parse_table(_table(data, "server", src), "server", _SERVER_PARSERS, src))
+    storage = StorageSettings(**_parse_table(_table(data, "storage", src), "storage", _STORAGE_PARSERS, src))
     return Settings(
         home=home,
         models=models,
@@ -211,8 +248,77 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
         log_level=log_level,
         tutor=tutor,
         telemetry=dict(telemetry),
+        server=server,
+        storage=storage,
         source=source,
     )
+
+
+# -- tables parsed key by key ([server], [storage]) ----------------------------------------
+# Each parser takes (value, "table.key") and returns (field name, parsed value) or raises
+# ConfigError naming the key.
+
+
+def _parse_table(raw: Mapping[str, Any], prefix: str, parsers: Mapping[str, Any], src: str | None) -> dict[str, Any]:
+    _check_keys(raw, set(parsers), prefix, src)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            name, parsed = parsers[key](value, f"{prefix}.{key}")
+        except ConfigError as exc:
+            raise ConfigError(exc.key, exc.problem, source=src) from None
+        values[name] = parsed
+    return values
+
+
+def _server_auth(value: Any, key: str) -> tuple[str, str]:
+    if value not in AUTH_MODES:
+        raise ConfigError(key, f"must be one of {', '.join(repr(m) for m in AUTH_MODES)}")
+    return "auth", value
+
+
+def _server_allowed_hosts(value: Any, key: str) -> tuple[str, tuple[str, ...]]:
+    if not isinstance(value, list) or not all(isinstance(h, str) and h.strip() for h in value):
+        raise ConfigError(key, "must be a list of host names, such as ['tutor.example.edu']")
+    hosts = tuple(h.strip().lower() for h in value)
+    bad = next((h for h in hosts if len(h) > 253 or any(c in h for c in "/@ :") and not h.startswith("[")), None)
+    if bad is not None:
+        raise ConfigError(key, f"'{bad[:80]}' is not a host name (write the name only: no scheme, port or path)")
+    return "allowed_hosts", hosts
+
+
+def _server_login_lifetime(value: Any, key: str) -> tuple[str, float]:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+    if seconds < 60:
+        raise ConfigError(key, "must be at least one minute")
+    return "login_lifetime_s", seconds
+
+
+_SERVER_PARSERS = {
+    "auth": _server_auth,
+    "allowed_hosts": _server_allowed_hosts,
+    "login_lifetime": _server_login_lifetime,
+}
+
+
+def _storage_telemetry_retention(value: Any, key: str) -> tuple[str, float | None]:
+    if value is False or (isinstance(value, str) and value.strip().lower() in {"off", "never", ""}):
+        return "telemetry_retention_s", None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(key, f"{exc}; such as '30d', or 'off'") from None
+    if seconds <= 0:
+        raise ConfigError(key, "must be more than zero, or 'off'")
+    return "telemetry_retention_s", seconds
+
+
+_STORAGE_PARSERS = {
+    "telemetry_retention": _storage_telemetry_retention,
+}
 
 
 # -- helpers -------------------------------------------------------------------------------
