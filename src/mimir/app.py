@@ -50,10 +50,11 @@ class MimirApp:
 
     @_built_once
     def db(self) -> Database:
-        """The SQLite database under ``MIMIR_HOME`` (opened and migrated on first use)."""
+        """The database: ``[storage] url`` / ``MIMIR_DATABASE_URL``, else the SQLite file under
+        ``MIMIR_HOME`` (opened and migrated on first use)."""
         from mimir.storage.db import Database
 
-        return Database.open(self.settings.db_path)
+        return Database.from_settings(self.settings)
 
     @_built_once
     def telemetry(self) -> Telemetry:
