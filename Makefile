@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Extras the app needs at run time, and the extra ones the tests need.
 RUN_EXTRAS := ui,charts,cache
-TEST_EXTRAS := $(RUN_EXTRAS),dev,hf,trackio,postgres
+TEST_EXTRAS := $(RUN_EXTRAS),dev,hf,trackio,otel,postgres
 # The CPU build of torch (the transformers backend's tests use it).
 TORCH_SPEC ?= torch==2.13.0
 QUESTION ?= What is summation?

@@ -17,6 +17,7 @@ from mimir.config import Settings, load_settings
 from mimir.runtime.manager import ModelManager
 
 if TYPE_CHECKING:
+    from mimir.ops.metrics import ServerMetrics
     from mimir.storage.conversations import ConversationStore
     from mimir.storage.db import Database
     from mimir.tutor.pipeline import Tutor
@@ -39,6 +40,8 @@ class MimirApp:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._lock = threading.RLock()  # reentrant: building telemetry builds the db
+        #: The Prometheus registry /metrics serves, once the HTTP server installed it.
+        self.server_metrics: ServerMetrics | None = None
 
     @classmethod
     def from_config(cls, config: str | os.PathLike | None = None) -> MimirApp:

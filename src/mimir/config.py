@@ -129,6 +129,9 @@ class Settings:
     log_level: str = "WARNING"
     tutor: TutorSettings = field(default_factory=TutorSettings)
     telemetry: Mapping[str, Any] = field(default_factory=dict)
+    #: The ``[server]`` table as written; each part of the server parses its own keys
+    #: (metrics and health: :func:`mimir.ops.options.parse_ops_options`).
+    server: Mapping[str, Any] = field(default_factory=dict)
     storage: StorageSettings = field(default_factory=StorageSettings)
     #: The file these settings came from, or ``None`` for built-in defaults.
     source: Path | None = None
@@ -218,6 +221,10 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
 
     tutor = _parse_tutor(_table(data, "tutor", src), src, source)
     telemetry = _table(data, "telemetry", src)
+    server = _table(data, "server", src)
+    from mimir.ops.options import parse_ops_options
+
+    parse_ops_options(server, src)  # its keys fail at load time, like every other key
     storage = _parse_storage(_table(data, "storage", src), env, src)
     return Settings(
         home=home,
@@ -229,6 +236,7 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
         log_level=log_level,
         tutor=tutor,
         telemetry=dict(telemetry),
+        server=dict(server),
         storage=storage,
         source=source,
     )
