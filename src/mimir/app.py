@@ -17,6 +17,7 @@ from mimir.config import Settings, load_settings
 from mimir.runtime.manager import ModelManager
 
 if TYPE_CHECKING:
+    from mimir.ops.metrics import ServerMetrics
     from mimir.storage.accounts import AccountStore
     from mimir.storage.audit import AuditLog
     from mimir.storage.conversations import ConversationStore
@@ -41,6 +42,8 @@ class MimirApp:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._lock = threading.RLock()  # reentrant: building telemetry builds the db
+        #: The Prometheus registry /metrics serves, once the HTTP server installed it.
+        self.server_metrics: ServerMetrics | None = None
 
     @classmethod
     def from_config(cls, config: str | os.PathLike | None = None) -> MimirApp:
@@ -52,13 +55,12 @@ class MimirApp:
 
     @_built_once
     def db(self) -> Database:
-        """The SQLite database under ``MIMIR_HOME`` (opened and migrated on first use).
-
-        With ``[storage] telemetry_retention``, older telemetry is deleted right after.
-        """
+        """The database: ``[storage] url`` / ``MIMIR_DATABASE_URL``, else the SQLite file under
+        ``MIMIR_HOME`` (opened and migrated on first use). With ``[storage]
+        telemetry_retention``, older telemetry is deleted right after."""
         from mimir.storage.db import Database
 
-        db = Database.open(self.settings.db_path)
+        db = Database.from_settings(self.settings)
         try:
             apply_retention(self.settings, db)
         except BaseException:

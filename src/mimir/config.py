@@ -30,8 +30,7 @@ Example ``mimir.toml``::
     response = "big"
 
     [server]
-    auth = "password"            # "none" (default, loopback only) or "password"
-    allowed_hosts = ["tutor.example.edu"]   # host names the server answers to
+    auth = "password"            # "none" (default, loopback only) or "password"; see mimir.auth.options
 
     [storage]
     telemetry_retention = "30d"  # delete telemetry older than this; off by default
@@ -46,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mimir.auth.options import AuthOptions, parse_auth_options
 from mimir.errors import ConfigError
 from mimir.models.spec import BUNDLED_PACKAGE_RESOURCE, ModelSource, ModelSpec
 from mimir.units import format_bytes, parse_duration, parse_size
@@ -60,6 +60,7 @@ DECIDERS = ("rules", "model", "hybrid")
 DECISIONS = ("tool", "routing")
 
 _TOP_KEYS = {"home", "log_level", "budget", "models", "roles", "tutor", "telemetry", "server", "storage"}
+_STORAGE_KEYS = {"url", "password_file", "pool_size", "instance", "telemetry_retention"}
 _BUDGET_KEYS = {"memory", "gpu_memory", "keep_alive", "load_timeout"}
 _MODEL_KEYS = {
     "backend",
@@ -109,28 +110,18 @@ class TutorSettings:
     prompts_dir: Path | None = None
 
 
-AUTH_MODES = ("none", "password")
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """``[server]``: how ``mimir serve`` admits people. Each key has its parser in
-    ``_SERVER_PARSERS``; a new key is a field here plus one entry there."""
-
-    #: ``none``: no sign-in, the single local user is an admin (loopback binds only);
-    #: ``password``: users sign in (web) or send an API key (``/v1``).
-    auth: str = "none"
-    #: Host names (``Host`` header) the server answers to besides loopback names and IP
-    #: addresses: the public name behind a reverse proxy. Guards against DNS rebinding.
-    allowed_hosts: tuple[str, ...] = ()
-    #: How long a web sign-in lasts.
-    login_lifetime_s: float = 12 * 3600.0
-
-
 @dataclass(frozen=True)
 class StorageSettings:
-    """``[storage]``: what the database keeps."""
+    """Where the state lives (see :mod:`mimir.storage.url`). ``url=None``: ``home/mimir.db``."""
 
+    #: ``postgresql://user@host:5432/db`` (no password), or ``None`` for the SQLite file.
+    url: str | None = None
+    #: A file holding the database password (a mounted secret); read when the database opens.
+    password_file: Path | None = None
+    #: Most connections one process keeps open to PostgreSQL.
+    pool_size: int = 5
+    #: This instance's name, stored with each turn (default: the host name).
+    instance: str | None = None
     #: Telemetry older than this is deleted (at start, then hourly while serving); None: kept.
     telemetry_retention_s: float | None = None
 
@@ -147,7 +138,11 @@ class Settings:
     log_level: str = "WARNING"
     tutor: TutorSettings = field(default_factory=TutorSettings)
     telemetry: Mapping[str, Any] = field(default_factory=dict)
-    server: ServerSettings = field(default_factory=ServerSettings)
+    #: The ``[server]`` table as written; each part of the server parses its own keys
+    #: (metrics and health: :func:`mimir.ops.options.parse_ops_options`).
+    server: Mapping[str, Any] = field(default_factory=dict)
+    #: ``[server]`` auth keys, parsed (:func:`mimir.auth.options.parse_auth_options`).
+    auth: AuthOptions = field(default_factory=AuthOptions)
     storage: StorageSettings = field(default_factory=StorageSettings)
     #: The file these settings came from, or ``None`` for built-in defaults.
     source: Path | None = None
@@ -161,6 +156,7 @@ class Settings:
 
     @property
     def db_path(self) -> Path:
+        """The default SQLite file (used when no ``[storage] url`` is set)."""
         return self.home / "mimir.db"
 
 
@@ -236,8 +232,12 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
 
     tutor = _parse_tutor(_table(data, "tutor", src), src, source)
     telemetry = _table(data, "telemetry", src)
-    server = ServerSettings(**_parse_table(_table(data, "server", src), "server", _SERVER_PARSERS, src))
-    storage = StorageSettings(**_parse_table(_table(data, "storage", src), "storage", _STORAGE_PARSERS, src))
+    server = _table(data, "server", src)
+    from mimir.ops.options import parse_ops_options
+
+    parse_ops_options(server, src)  # its keys fail at load time, like every other key
+    auth = parse_auth_options(server, src)
+    storage = _parse_storage(_table(data, "storage", src), env, src)
     return Settings(
         home=home,
         models=models,
@@ -248,77 +248,11 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
         log_level=log_level,
         tutor=tutor,
         telemetry=dict(telemetry),
-        server=server,
+        server=dict(server),
+        auth=auth,
         storage=storage,
         source=source,
     )
-
-
-# -- tables parsed key by key ([server], [storage]) ----------------------------------------
-# Each parser takes (value, "table.key") and returns (field name, parsed value) or raises
-# ConfigError naming the key.
-
-
-def _parse_table(raw: Mapping[str, Any], prefix: str, parsers: Mapping[str, Any], src: str | None) -> dict[str, Any]:
-    _check_keys(raw, set(parsers), prefix, src)
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        try:
-            name, parsed = parsers[key](value, f"{prefix}.{key}")
-        except ConfigError as exc:
-            raise ConfigError(exc.key, exc.problem, source=src) from None
-        values[name] = parsed
-    return values
-
-
-def _server_auth(value: Any, key: str) -> tuple[str, str]:
-    if value not in AUTH_MODES:
-        raise ConfigError(key, f"must be one of {', '.join(repr(m) for m in AUTH_MODES)}")
-    return "auth", value
-
-
-def _server_allowed_hosts(value: Any, key: str) -> tuple[str, tuple[str, ...]]:
-    if not isinstance(value, list) or not all(isinstance(h, str) and h.strip() for h in value):
-        raise ConfigError(key, "must be a list of host names, such as ['tutor.example.edu']")
-    hosts = tuple(h.strip().lower() for h in value)
-    bad = next((h for h in hosts if len(h) > 253 or any(c in h for c in "/@ :") and not h.startswith("[")), None)
-    if bad is not None:
-        raise ConfigError(key, f"'{bad[:80]}' is not a host name (write the name only: no scheme, port or path)")
-    return "allowed_hosts", hosts
-
-
-def _server_login_lifetime(value: Any, key: str) -> tuple[str, float]:
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise ConfigError(key, str(exc)) from None
-    if seconds < 60:
-        raise ConfigError(key, "must be at least one minute")
-    return "login_lifetime_s", seconds
-
-
-_SERVER_PARSERS = {
-    "auth": _server_auth,
-    "allowed_hosts": _server_allowed_hosts,
-    "login_lifetime": _server_login_lifetime,
-}
-
-
-def _storage_telemetry_retention(value: Any, key: str) -> tuple[str, float | None]:
-    if value is False or (isinstance(value, str) and value.strip().lower() in {"off", "never", ""}):
-        return "telemetry_retention_s", None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise ConfigError(key, f"{exc}; such as '30d', or 'off'") from None
-    if seconds <= 0:
-        raise ConfigError(key, "must be more than zero, or 'off'")
-    return "telemetry_retention_s", seconds
-
-
-_STORAGE_PARSERS = {
-    "telemetry_retention": _storage_telemetry_retention,
-}
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -339,6 +273,62 @@ def _check_keys(table: Mapping[str, Any], valid: set[str], prefix: str, src: str
             f"unknown key; valid keys: {', '.join(sorted(valid))}",
             source=src,
         )
+
+
+def _parse_storage(raw: Mapping[str, Any], env: Mapping[str, str], src: str | None) -> StorageSettings:
+    """``[storage]`` plus ``MIMIR_DATABASE_URL`` / ``MIMIR_DATABASE_PASSWORD_FILE`` / ``MIMIR_INSTANCE``."""
+    from urllib.parse import urlsplit
+
+    _check_keys(raw, _STORAGE_KEYS, "storage", src)
+    url = env.get("MIMIR_DATABASE_URL") or None
+    if url is None and raw.get("url") is not None:
+        url = raw["url"]
+        if not isinstance(url, str) or not url:
+            raise ConfigError("storage.url", "must be a URL string such as 'postgresql://mimir@db:5432/mimir'", source=src)
+        try:
+            inline = urlsplit(url).password is not None or "password=" in urlsplit(url).query.lower()
+        except ValueError:
+            inline = False
+        if inline:
+            # A secret in a config file ends up in backups and screenshots; never accept it.
+            raise ConfigError(
+                "storage.url",
+                "must not contain a password; use storage.password_file, MIMIR_DATABASE_PASSWORD or ~/.pgpass",
+                source=src,
+            )
+    if url is not None:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("postgresql", "postgres", "sqlite", ""):
+            raise ConfigError("storage.url", f"unknown scheme '{scheme}'; use postgresql://", source=src)
+    pw_file = env.get("MIMIR_DATABASE_PASSWORD_FILE") or raw.get("password_file")
+    if pw_file is not None and (not isinstance(pw_file, str) or not pw_file):
+        raise ConfigError("storage.password_file", "must be a file path", source=src)
+    pool_size = raw.get("pool_size", 5)
+    if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 100:
+        raise ConfigError("storage.pool_size", "must be an integer from 1 to 100", source=src)
+    instance = env.get("MIMIR_INSTANCE") or raw.get("instance")
+    if instance is not None and (not isinstance(instance, str) or not instance.strip() or len(instance) > 64):
+        raise ConfigError("storage.instance", "must be a name of 1 to 64 characters", source=src)
+    return StorageSettings(
+        url=url,
+        password_file=Path(pw_file).expanduser() if pw_file else None,
+        pool_size=pool_size,
+        instance=instance.strip() if instance else None,
+        telemetry_retention_s=_parse_retention(raw.get("telemetry_retention", "off"), src),
+    )
+
+
+def _parse_retention(value: Any, src: str | None) -> float | None:
+    """``[storage] telemetry_retention``: ``"30d"``, or ``"off"`` (the default) to keep everything."""
+    if value is False or (isinstance(value, str) and value.strip().lower() in {"off", "never", ""}):
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError("storage.telemetry_retention", f"{exc}; or 'off'", source=src) from None
+    if seconds <= 0:
+        raise ConfigError("storage.telemetry_retention", "must be more than zero, or 'off'", source=src)
+    return seconds
 
 
 def _parse_models(raw: Any, src: str | None) -> dict[str, ModelSpec]:

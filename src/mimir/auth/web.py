@@ -12,7 +12,9 @@ In order, for each HTTP request:
 3. **Who is asking**: with ``auth = "none"`` the single local user, an admin. With
    ``auth = "password"``: ``/v1/*`` needs ``Authorization: Bearer <key>`` (401 with an
    OpenAI-shaped body otherwise); everything else needs the sign-in cookie, else a page
-   load is sent to ``/login`` and any other request gets 401. Only ``/login`` is open.
+   load is sent to ``/login`` and any other request gets 401. Open to all: ``/login``,
+   ``/healthz`` and ``/readyz`` (probes; no user data). ``/metrics`` is let through and
+   checks itself (its bearer token, or a signed-in admin: :mod:`mimir.api.ops`).
 
 The principal is put in ``scope["state"]["principal"]``; handlers read it with
 :func:`principal_of` and make their own role checks (:func:`mimir.auth.roles.require`):
@@ -46,6 +48,10 @@ COOKIE = "mimir_session"
 LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Paths anyone may reach with ``auth = "password"`` (health probes of a load balancer).
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+#: Paths that decide themselves; the guard only says who is signed in, if anyone.
+SELF_CHECKED_PATHS = frozenset({"/metrics"})
 MAX_FORM_BYTES = 16 * 1024
 
 
@@ -192,7 +198,7 @@ class AccessGuard:
     def __init__(self, app, mimir_app: MimirApp, *, throttle: LoginThrottle | None = None):
         self.app = app
         self.mimir = mimir_app
-        self.server = mimir_app.settings.server
+        self.options = mimir_app.settings.auth
         self.throttle = throttle or LoginThrottle()
 
     async def __call__(self, scope, receive, send) -> None:
@@ -209,7 +215,7 @@ class AccessGuard:
             scope.setdefault("state", {})["principal"] = principal
             await self.app(scope, receive, send)
             return
-        allowed = self.server.allowed_hosts
+        allowed = self.options.allowed_hosts
         if not host_allowed(headers.get("host"), allowed):
             await _json(send, 421, "this server does not answer to that host name; add it to [server] allowed_hosts",
                         "invalid_request_error")
@@ -222,7 +228,7 @@ class AccessGuard:
                 await _json(send, 403, "cross-site request refused (its Origin is not this server)",
                             "invalid_request_error")
                 return
-        if self.server.auth == "none":
+        if self.options.mode == "none":
             if path in (LOGIN_PATH, LOGOUT_PATH):
                 await _redirect(send, "/")
                 return
@@ -234,6 +240,12 @@ class AccessGuard:
             return
         if path == LOGOUT_PATH:
             await self._logout(scope, send, headers)
+            return
+        if path in OPEN_PATHS or path in SELF_CHECKED_PATHS:
+            principal = await self._cookie_principal(headers)
+            if principal is not None:
+                scope.setdefault("state", {})["principal"] = principal
+            await self.app(scope, receive, send)
             return
         if path == "/v1" or path.startswith("/v1/"):
             principal = await self._bearer_principal(headers)
@@ -277,14 +289,14 @@ class AccessGuard:
         return user.principal
 
     async def _websocket_principal(self, scope, headers: dict[str, str]) -> Principal | None:
-        allowed = self.server.allowed_hosts
+        allowed = self.options.allowed_hosts
         if not host_allowed(headers.get("host"), allowed):
             return None
         origin = headers.get("origin")
         scheme = "https" if scope.get("scheme") == "wss" else "http"
         if origin is not None and not origin_allowed(origin, headers.get("host"), scheme, allowed):
             return None
-        if self.server.auth == "none":
+        if self.options.mode == "none":
             return LOCAL_ADMIN
         return await self._cookie_principal(headers)
 
@@ -324,8 +336,8 @@ class AccessGuard:
             return
         self.throttle.succeeded(address, name)
         token = await run_in_threadpool(self.mimir.accounts.start_login, user,
-                                        lifetime_s=self.server.login_lifetime_s)
-        cookie = _set_cookie(scope, token, int(self.server.login_lifetime_s))
+                                        lifetime_s=self.options.login_lifetime_s)
+        cookie = _set_cookie(scope, token, int(self.options.login_lifetime_s))
         await _redirect(send, next_path, [(b"set-cookie", cookie.encode("latin-1"))])
 
     async def _logout(self, scope, send, headers: dict[str, str]) -> None:

@@ -70,7 +70,7 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
     from mimir.ui.render import CACHE_HEADERS, MODEL_HEADERS, PLAN_HEADERS, RESIDENT_HEADERS, STEP_HEADERS
 
     h = Handlers(app)
-    admin_tabs = app.settings.server.auth == "none"  # the single local user is an admin
+    admin_tabs = app.settings.auth.mode == "none"  # the single local user is an admin
     # Files Gradio copies to serve (charts) are deleted after a day, checked hourly.
     with gr.Blocks(title="Mimir tutor", analytics_enabled=False, delete_cache=(3600, 86400)) as blocks:
         session = gr.State(None)
@@ -82,7 +82,7 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
             gr.Markdown("## Mimir: a patient tutor that runs inside a memory budget")
             with gr.Column(scale=0, min_width=260):
                 user_line = gr.Markdown(elem_id="user-line")
-                if app.settings.server.auth == "password":
+                if app.settings.auth.required:
                     gr.HTML(LOGOUT_FORM, elem_id="logout")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
@@ -191,9 +191,11 @@ def create_app(app: MimirApp, *, fastapi_app: FastAPI | None = None) -> FastAPI:
         raise MissingExtraError("fastapi", "ui", "The web app") from None
     if fastapi_app is None:
         from mimir.api.openai import install
+        from mimir.api.ops import install_ops
 
         server = FastAPI(title="Mimir")
         install(server, app)  # /v1 routes first: Gradio, mounted at "/", takes the rest
+        install_ops(server, app)  # /healthz, /readyz, /metrics
     else:
         server = fastapi_app
     from mimir.auth.web import install_guard

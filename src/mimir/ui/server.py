@@ -45,7 +45,7 @@ def check_exposure(app: MimirApp, host: str, *, insecure_no_auth: bool = False, 
     explicit ``insecure_no_auth`` starts anyway, with a warning on every start.
     """
     settings = app.settings
-    if settings.server.auth == "password":
+    if settings.auth.required:
         if not any(u.role == "admin" for u in app.accounts.list_users()):
             raise ConfigError(
                 "server.auth", 'is "password" but no admin exists yet; add one first: '
@@ -123,7 +123,7 @@ def serve(app: MimirApp, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, 
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
     print(f"Mimir web app: http://{shown_host}:{bound_port}/ (Ctrl-C stops it)", file=out, flush=True)
-    if app.settings.server.auth == "password":
+    if app.settings.auth.required:
         print("Sign-in required (auth = \"password\"); /v1 needs an API key (mimir keys create NAME)", file=out,
               flush=True)
     config = uvicorn.Config(server_app, log_level="warning", timeout_graceful_shutdown=5)
