@@ -72,8 +72,13 @@ def error_body(message: str, kind: str, param: str | None = None) -> dict:
 
 
 def install(api: FastAPI, app: MimirApp) -> None:
-    """Add the ``/v1`` routes and OpenAI-style error handling to a FastAPI app."""
+    """Add the ``/v1`` routes and OpenAI-style error handling to a FastAPI app, behind the
+    access guard (:func:`mimir.auth.web.install_guard`)."""
     from fastapi.concurrency import run_in_threadpool
+
+    from mimir.auth.web import install_guard
+
+    install_guard(api, app)
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -277,9 +282,6 @@ def create_api(app: MimirApp) -> FastAPI:
     """A FastAPI app with only the OpenAI-compatible routes (the web UI mounts the same)."""
     from fastapi import FastAPI
 
-    from mimir.auth.web import install_guard
-
     api = FastAPI(title="Mimir OpenAI-compatible API")
     install(api, app)
-    install_guard(api, app)
     return api

@@ -42,11 +42,12 @@ def auth_enabled(app: MimirApp) -> bool:
 
 
 def request_is_admin(request: Request, app: MimirApp) -> bool:
-    """Whether the request comes from a signed-in admin (as the access guard decided)."""
+    """Whether the request comes from a signed-in admin (as the access guard decided). With
+    ``auth = "none"`` nobody signs in: the local user does not stand in for the token."""
     from mimir.auth.web import principal_of
 
     principal = principal_of(request)
-    return principal is not None and principal.can("manage_users")
+    return auth_enabled(app) and principal is not None and principal.can("manage_users")
 
 
 def queue_depth_of(app: MimirApp) -> Callable[[], int | None]:

@@ -397,5 +397,9 @@ async def _read_body(receive, limit: int) -> bytes | None:
 
 
 def install_guard(server, mimir_app: MimirApp) -> None:
-    """Put the guard in front of a FastAPI/Starlette app (outermost middleware)."""
+    """Put the guard in front of a FastAPI/Starlette app (outermost middleware), once: every
+    door that adds Mimir routes calls this, so no app serves them unguarded."""
+    if getattr(server.state, "mimir_guard", False):
+        return
+    server.state.mimir_guard = True
     server.add_middleware(AccessGuard, mimir_app=mimir_app)
