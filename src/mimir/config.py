@@ -103,6 +103,25 @@ class TutorSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    """Limits of ``mimir serve`` (``[server]``; docs/limits.md)."""
+
+    #: Largest request body accepted (413 above).
+    max_body_bytes: int = 1024 * 1024
+    #: Messages in one chat request, and characters in one message (400 above).
+    max_messages: int = 64
+    max_message_chars: int = 32_000
+    #: Turns waiting for a free slot before new ones get 503.
+    max_queue: int = 32
+    #: Turns one user (API key, session or browser) may have running or waiting (429 above).
+    per_user_concurrency: int = 1
+    #: A whole turn, queue wait excluded; past it the turn stops with a timeout error.
+    turn_timeout_s: float = 300.0
+    #: On shutdown, how long running turns may take to finish before they are stopped.
+    shutdown_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     models: Mapping[str, ModelSpec]
@@ -114,6 +133,7 @@ class Settings:
     log_level: str = "WARNING"
     tutor: TutorSettings = field(default_factory=TutorSettings)
     telemetry: Mapping[str, Any] = field(default_factory=dict)
+    server: ServerSettings = field(default_factory=ServerSettings)
     #: The file these settings came from, or ``None`` for built-in defaults.
     source: Path | None = None
 
@@ -201,6 +221,7 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
 
     tutor = _parse_tutor(_table(data, "tutor", src), src, source)
     telemetry = _table(data, "telemetry", src)
+    server = _parse_server(_table(data, "server", src), src)
     return Settings(
         home=home,
         models=models,
@@ -211,6 +232,7 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
         log_level=log_level,
         tutor=tutor,
         telemetry=dict(telemetry),
+        server=server,
         source=source,
     )
 
@@ -428,4 +450,46 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
         temperature=float(temperature),
         history_turns=_int("history_turns", defaults.history_turns, 0),
         prompts_dir=prompts_dir,
+    )
+
+
+_SERVER_KEYS = {
+    "max_body", "max_messages", "max_message_chars", "max_queue", "per_user_concurrency", "turn_timeout",
+    "shutdown_timeout",
+}
+
+
+def _parse_server(raw: Mapping[str, Any], src: str | None) -> ServerSettings:
+    _check_keys(raw, _SERVER_KEYS, "server", src)
+    defaults = ServerSettings()
+
+    def _int(key: str, default: int, minimum: int) -> int:
+        value = raw.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"server.{key}", f"must be an integer >= {minimum}", source=src)
+        return value
+
+    def _seconds(key: str, default: float) -> float:
+        try:
+            value = parse_duration(raw.get(key, default))
+        except ValueError as exc:
+            raise ConfigError(f"server.{key}", str(exc), source=src) from None
+        if value <= 0:
+            raise ConfigError(f"server.{key}", "must be a positive duration such as '30s' or '5m'", source=src)
+        return value
+
+    try:
+        max_body = parse_size(raw.get("max_body", defaults.max_body_bytes))
+    except ValueError as exc:
+        raise ConfigError("server.max_body", f"{exc}; e.g. '1MiB'", source=src) from None
+    if max_body < 1024:
+        raise ConfigError("server.max_body", "must be at least 1KiB", source=src)
+    return ServerSettings(
+        max_body_bytes=max_body,
+        max_messages=_int("max_messages", defaults.max_messages, 1),
+        max_message_chars=_int("max_message_chars", defaults.max_message_chars, 1),
+        max_queue=_int("max_queue", defaults.max_queue, 0),
+        per_user_concurrency=_int("per_user_concurrency", defaults.per_user_concurrency, 1),
+        turn_timeout_s=_seconds("turn_timeout", defaults.turn_timeout_s),
+        shutdown_timeout_s=_seconds("shutdown_timeout", defaults.shutdown_timeout_s),
     )

@@ -21,6 +21,7 @@ error body ``{"error": {"message", "type", "param", "code"}}`` with the status e
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
@@ -30,8 +31,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
-from mimir.errors import InvalidInputError, MimirError, UnknownModelError
+from mimir.api.limits import BodyLimit, check_chat_request, error_body
+from mimir.errors import InvalidInputError, MimirError, ServerBusyError, UnknownModelError
 from mimir.models.base import ChatMessage, GenerationParams
+from mimir.tutor.text import clean_user_text
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -39,6 +42,18 @@ if TYPE_CHECKING:
     from mimir.app import MimirApp
 
 TUTOR_MODEL = "mimir-tutor"
+log = logging.getLogger(__name__)
+
+
+def _error_response(exc: MimirError):
+    """The OpenAI error body and status for ``exc``; ``Retry-After`` when the server is busy."""
+    from fastapi.responses import JSONResponse
+
+    headers = {}
+    if isinstance(exc, ServerBusyError):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    return JSONResponse(error_body(str(exc), exc.kind, getattr(exc, "param", None)), status_code=exc.http_status,
+                        headers=headers)
 
 
 class Message(BaseModel):
@@ -59,10 +74,6 @@ class ChatRequest(BaseModel):
     session_id: str | None = None
 
 
-def error_body(message: str, kind: str, param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
-
-
 def install(api: FastAPI, app: MimirApp) -> None:
     """Add the ``/v1`` routes and OpenAI-style error handling to a FastAPI app."""
     from fastapi import Request
@@ -70,9 +81,23 @@ def install(api: FastAPI, app: MimirApp) -> None:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
 
+    from starlette.exceptions import HTTPException
+
+    api.add_middleware(BodyLimit, max_bytes=app.settings.server.max_body_bytes)
+
     @api.exception_handler(MimirError)
     async def _mimir_error(request: Request, exc: MimirError):
-        return JSONResponse(error_body(str(exc), exc.kind), status_code=exc.http_status)
+        return _error_response(exc)
+
+    @api.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.error("request failed: %s", type(exc).__name__, exc_info=exc)
+        return JSONResponse(error_body(f"internal error ({type(exc).__name__})", "server_error"), status_code=500)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -93,6 +118,9 @@ def install(api: FastAPI, app: MimirApp) -> None:
     async def chat_completions(body: ChatRequest):
         if body.model != TUTOR_MODEL and body.model not in app.settings.models:
             raise UnknownModelError(body.model, [TUTOR_MODEL, *app.settings.models])
+        model_id = app.settings.model_for_role("response") if body.model == TUTOR_MODEL else body.model
+        check_chat_request(body, app.settings, app.settings.models[model_id].context_length)
+        # Every input error is raised here, before a stream could answer 200.
         run = _tutor_runner(app, body) if body.model == TUTOR_MODEL else _model_runner(app, body)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if not body.stream:
@@ -119,6 +147,9 @@ def _tutor_runner(app: MimirApp, body) -> Callable[[Callable[[str], None]], dict
     history = [ChatMessage(m.role, m.content) for m in messages[:-1]]
     persist = body.session_id is not None
     session = None if body.session_id in (None, "new") else body.session_id
+    clean_user_text(messages[-1].content)  # an empty message is refused now, not inside a stream
+    if session is not None:
+        app.conversations.get_session(session)  # NotFoundError now, likewise
 
     def run(on_token: Callable[[str], None]) -> dict:
         result = app.tutor.run_turn(

@@ -143,3 +143,15 @@ def clean_history(
         if cleaned:
             out.append(ChatMessage(message.role, cleaned))
     return out
+
+
+def unpaired_surrogate(text: str) -> int | None:
+    """Index of the first lone UTF-16 surrogate in ``text`` (one that no pair explains), or ``None``."""
+    for m in _LONE_SURROGATE.finditer(text):
+        ch, i = m.group(0), m.start()
+        if "\ud800" <= ch <= "\udbff" and i + 1 < len(text) and "\udc00" <= text[i + 1] <= "\udfff":
+            continue
+        if "\udc00" <= ch <= "\udfff" and i > 0 and "\ud800" <= text[i - 1] <= "\udbff":
+            continue
+        return i
+    return None
