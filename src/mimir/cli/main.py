@@ -11,6 +11,7 @@ import typer
 from mimir.cli import ask as ask_cmd
 from mimir.cli import cache as cache_cmd
 from mimir.cli import chat as chat_cmd
+from mimir.cli import db as db_cmd
 from mimir.cli import eval_cmd
 from mimir.cli import memory as memory_cmd
 from mimir.cli import models as models_cmd
@@ -51,6 +52,7 @@ app.command("eval")(eval_cmd.eval_cases)
 app.add_typer(cache_cmd.cache_app, name="cache")
 app.command("memory")(memory_cmd.memory)
 app.command("serve")(serve_cmd.serve)
+app.add_typer(db_cmd.db_app, name="db")
 
 
 def main(argv: list[str] | None = None) -> None:

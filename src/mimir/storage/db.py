@@ -209,6 +209,13 @@ class Database:
             time.sleep(delay)  # the server is restarting or the network is back soon: back off
             delay = min(delay * 2, 2.0)
 
+    def check_writable(self, timeout_s: float) -> str:  # pragma: no cover - each engine defines it
+        """Whether a write transaction can start now, on a fresh connection, within ``timeout_s``.
+
+        Returns what was checked; raises :class:`StorageError` saying why not (``/readyz``).
+        """
+        raise NotImplementedError
+
     def try_slot(self, key: str, limit: int) -> SlotLease | None:  # pragma: no cover - each engine defines it
         """Take one of ``limit`` slots named ``key`` (e.g. a user's concurrent turns), or None if all are held.
 
@@ -320,6 +327,20 @@ class SqliteDatabase(Database):
 
     def _in_transaction(self) -> bool:
         return self._conn.in_transaction
+
+    def check_writable(self, timeout_s: float) -> str:
+        """``BEGIN IMMEDIATE`` on a fresh connection: a file another process holds locked fails it."""
+        self._check_open()
+        conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+        try:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageError(self.label, _explain(exc)) from None
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        return "a write transaction can start"
 
     def try_slot(self, key: str, limit: int) -> SlotLease | None:
         """Slots as lock files next to the database (``locks/``), held with ``flock``: the OS frees
