@@ -37,6 +37,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import socket
 import sqlite3
 import threading
 import time
@@ -94,6 +95,9 @@ class Database:
     #: What may be shown of where it lives: the file path, or the URL without its password.
     label: str = ""
     retry_s: float = RETRY_S
+    #: This process's name, stored with each turn and step it writes (``[storage] instance``,
+    #: ``MIMIR_INSTANCE``; default: the host name).
+    instance: str = ""
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -105,6 +109,7 @@ class Database:
         min_free_bytes: int = MIN_FREE_BYTES,
         pool_size: int = 5,
         migrate: bool = True,
+        instance: str | None = None,
     ) -> Database:
         """Open (creating a SQLite file if needed), check it is usable, and migrate.
 
@@ -120,6 +125,7 @@ class Database:
             db: Database = PostgresDatabase.connect(target, pool_size=pool_size)
         else:
             db = SqliteDatabase.connect(target.path, min_free_bytes=min_free_bytes)
+        db.instance = instance or socket.gethostname()
         if migrate:
             try:
                 db.migrate(MIGRATIONS if migrations is None else migrations)
@@ -133,7 +139,9 @@ class Database:
         """The database ``settings`` name (``[storage] url``, else the SQLite file under home)."""
         from mimir.storage.url import storage_target
 
-        return cls.open(storage_target(settings), pool_size=settings.storage.pool_size, **kwargs)
+        return cls.open(
+            storage_target(settings), pool_size=settings.storage.pool_size, instance=settings.storage.instance, **kwargs
+        )
 
     # -- migrations ----------------------------------------------------------------------
     def migrate(self, migrations: Sequence[tuple[str, Migration]]) -> list[str]:

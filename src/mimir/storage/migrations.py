@@ -140,3 +140,11 @@ def m002_conversations(conn: Connection) -> None:
         """
     )
     conn.execute("CREATE INDEX turns_session ON turns (session_id, seq)")
+
+
+@migration
+def m003_instance_ids(conn: Connection) -> None:
+    """Which Mimir instance stored each turn and step (several instances can share one database)."""
+    conn.execute("ALTER TABLE turns ADD COLUMN instance_id TEXT")
+    conn.execute("ALTER TABLE telemetry_turns ADD COLUMN instance_id TEXT")
+    conn.execute("ALTER TABLE telemetry_steps ADD COLUMN instance_id TEXT")

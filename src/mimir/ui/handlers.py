@@ -173,7 +173,9 @@ class Handlers:
             figure = timeline_figure(
                 render.timeline(steps, budget_ram_bytes=status.budget_ram_bytes, budget_gpu_bytes=status.budget_gpu_bytes)
             )
-            choices = render.turn_choices(turns, own_sessions=owned or [])
+            instances = store.turn_instances(ids)
+            shown = instances if self.app.db.engine == "postgresql" or len(set(instances.values())) > 1 else None
+            choices = render.turn_choices(turns, own_sessions=owned or [], instances=shown)
             chosen_steps = next((t.steps for t in turns if t.turn_id == chosen), ())
             steps_frame = _frame(render.steps_table(chosen_steps))
             return (figure, gr.update(choices=choices, value=chosen), steps_frame, resident, budget, key, ""), newest
