@@ -28,6 +28,12 @@ Example ``mimir.toml``::
     routing = "small"
     thinking = "big"
     response = "big"
+
+    [server]
+    auth = "password"            # "none" (default, loopback only) or "password"; see mimir.auth.options
+
+    [storage]
+    telemetry_retention = "30d"  # delete telemetry older than this; off by default
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mimir.auth.options import AuthOptions, parse_auth_options
 from mimir.errors import ConfigError
 from mimir.models.spec import BUNDLED_PACKAGE_RESOURCE, ModelSource, ModelSpec
 from mimir.units import format_bytes, parse_duration, parse_size
@@ -53,7 +60,7 @@ DECIDERS = ("rules", "model", "hybrid")
 DECISIONS = ("tool", "routing")
 
 _TOP_KEYS = {"home", "log_level", "budget", "models", "roles", "tutor", "telemetry", "server", "storage"}
-_STORAGE_KEYS = {"url", "password_file", "pool_size", "instance"}
+_STORAGE_KEYS = {"url", "password_file", "pool_size", "instance", "telemetry_retention"}
 _BUDGET_KEYS = {"memory", "gpu_memory", "keep_alive", "load_timeout"}
 _MODEL_KEYS = {
     "backend",
@@ -115,6 +122,8 @@ class StorageSettings:
     pool_size: int = 5
     #: This instance's name, stored with each turn (default: the host name).
     instance: str | None = None
+    #: Telemetry older than this is deleted (at start, then hourly while serving); None: kept.
+    telemetry_retention_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,8 @@ class Settings:
     #: The ``[server]`` table as written; each part of the server parses its own keys
     #: (metrics and health: :func:`mimir.ops.options.parse_ops_options`).
     server: Mapping[str, Any] = field(default_factory=dict)
+    #: ``[server]`` auth keys, parsed (:func:`mimir.auth.options.parse_auth_options`).
+    auth: AuthOptions = field(default_factory=AuthOptions)
     storage: StorageSettings = field(default_factory=StorageSettings)
     #: The file these settings came from, or ``None`` for built-in defaults.
     source: Path | None = None
@@ -225,6 +236,7 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
     from mimir.ops.options import parse_ops_options
 
     parse_ops_options(server, src)  # its keys fail at load time, like every other key
+    auth = parse_auth_options(server, src)
     storage = _parse_storage(_table(data, "storage", src), env, src)
     return Settings(
         home=home,
@@ -237,6 +249,7 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
         tutor=tutor,
         telemetry=dict(telemetry),
         server=dict(server),
+        auth=auth,
         storage=storage,
         source=source,
     )
@@ -301,7 +314,21 @@ def _parse_storage(raw: Mapping[str, Any], env: Mapping[str, str], src: str | No
         password_file=Path(pw_file).expanduser() if pw_file else None,
         pool_size=pool_size,
         instance=instance.strip() if instance else None,
+        telemetry_retention_s=_parse_retention(raw.get("telemetry_retention", "off"), src),
     )
+
+
+def _parse_retention(value: Any, src: str | None) -> float | None:
+    """``[storage] telemetry_retention``: ``"30d"``, or ``"off"`` (the default) to keep everything."""
+    if value is False or (isinstance(value, str) and value.strip().lower() in {"off", "never", ""}):
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError("storage.telemetry_retention", f"{exc}; or 'off'", source=src) from None
+    if seconds <= 0:
+        raise ConfigError("storage.telemetry_retention", "must be more than zero, or 'off'", source=src)
+    return seconds
 
 
 def _parse_models(raw: Any, src: str | None) -> dict[str, ModelSpec]:

@@ -153,20 +153,35 @@ def history_messages(turns: Sequence[Any], peaks: Mapping[str, int | None] | Non
     return out
 
 
-def session_choices(sessions: Sequence[Any], *, now_s: float | None = None) -> list[tuple[str, str]]:
-    """``(label, session_id)`` for a dropdown of past sessions, newest first."""
+def session_choices(sessions: Sequence[Any], *, now_s: float | None = None, owners: dict | None = None,
+                    me: str | None = None) -> list[tuple[str, str]]:
+    """``(label, session_id)`` for a dropdown of past sessions, newest first. With
+    ``owners`` (user id -> name), sessions of other users than ``me`` name their owner."""
     ordered = sorted(sessions, key=lambda s: -s.updated_at)
-    return [
-        (f"{s.title} ({s.turn_count} turn{'s' if s.turn_count != 1 else ''}, {format_age(s.updated_at, now_s=now_s)})", s.id)
-        for s in ordered
-    ]
+    out = []
+    for s in ordered:
+        owner_id = getattr(s, "owner_id", None)
+        whose = ""
+        if owners and owner_id != me:
+            whose = f" · {owners.get(owner_id, 'local' if owner_id is None else 'removed user')}"
+        turns = f"{s.turn_count} turn{'s' if s.turn_count != 1 else ''}"
+        out.append((f"{s.title} ({turns}, {format_age(s.updated_at, now_s=now_s)}){whose}", s.id))
+    return out
 
 
-def sessions_info(count: int) -> str:
+def sessions_info(count: int, everyone: bool = False) -> str:
     """The note under the past-sessions list."""
     if count == 0:
-        return "None started in this browser yet."
-    return f"{count} session{'s' if count != 1 else ''} started in this browser."
+        return "No sessions yet." if everyone else "None of yours yet."
+    plural = "s" if count != 1 else ""
+    return f"{count} session{plural} of all users (others' read-only)." if everyone else f"{count} session{plural} of yours."
+
+
+def user_line(name: str, role: str, *, signed_in: bool) -> str:
+    """Who is using the page, shown at the top."""
+    if not signed_in:
+        return ""
+    return f"Signed in as **{escape_markdown(name)}** ({role})"
 
 
 def error_markdown(exc: BaseException) -> str:
