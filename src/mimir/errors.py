@@ -18,11 +18,20 @@ def _fmt_bytes(n: int | float | None) -> str:
 
 
 class MimirError(Exception):
-    """Base class. ``exit_code`` and ``http_status`` are the defaults used by the edges."""
+    """Base class. ``exit_code`` and ``http_status`` are the defaults used by the edges.
+
+    The text never carries credentials: ``https://user:secret@host`` reads as
+    ``https://***@host`` wherever the error is shown, logged or stored.
+    """
 
     exit_code: int = 1
     http_status: int = 500
     kind: str = "mimir_error"
+
+    def __str__(self) -> str:
+        from mimir.redact import redact_secrets
+
+        return redact_secrets(super().__str__())
 
 
 class ConfigError(MimirError):
@@ -271,6 +280,41 @@ class DeviceOutOfMemoryError(MimirError):
         self.phase = phase
         self.cause = cause
         super().__init__(f"model '{model_id}' ran out of {device} memory during {phase}: {cause}")
+
+
+class AuthenticationError(MimirError):
+    """Missing or wrong credentials. Never says which part was wrong."""
+
+    exit_code = 2
+    http_status = 401
+    kind = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(MimirError):
+    """The signed-in user's role does not allow this action."""
+
+    exit_code = 2
+    http_status = 403
+    kind = "permission_denied"
+
+    def __init__(self, action: str, role: str, needed: str):
+        self.action = action
+        self.role = role
+        self.needed = needed
+        super().__init__(f"{action} needs the {needed} role; you are signed in as a {role}")
+
+
+class TooManyAttemptsError(MimirError):
+    """Login throttled after repeated failures from one address or for one user."""
+
+    exit_code = 2
+    http_status = 429
+    kind = "rate_limit_exceeded"
+
+    def __init__(self, retry_after_s: float):
+        self.retry_after_s = max(1, int(retry_after_s + 0.999))
+        super().__init__(f"too many failed sign-ins; try again in {self.retry_after_s} s")
 
 
 class RequestLimitError(InvalidInputError):

@@ -84,7 +84,7 @@ class BodyLimit:
 
 def check_chat_request(body, settings: Settings, context_length: int) -> None:
     """Raise :class:`RequestLimitError` for the first limit ``body`` breaks."""
-    limits = settings.server
+    limits = settings.limits
     if len(body.messages) > limits.max_messages:
         raise RequestLimitError(
             f"{len(body.messages)} messages is more than the server's limit of {limits.max_messages} "
