@@ -12,6 +12,7 @@ from mimir.cli import ask as ask_cmd
 from mimir.cli import audit as audit_cmd
 from mimir.cli import cache as cache_cmd
 from mimir.cli import chat as chat_cmd
+from mimir.cli import db as db_cmd
 from mimir.cli import eval_cmd
 from mimir.cli import memory as memory_cmd
 from mimir.cli import models as models_cmd
@@ -56,6 +57,7 @@ app.command("serve")(serve_cmd.serve)
 app.add_typer(users_cmd.users_app, name="users")
 app.add_typer(users_cmd.keys_app, name="keys")
 app.command("audit")(audit_cmd.audit)
+app.add_typer(db_cmd.db_app, name="db")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,4 +24,12 @@ def serve(
     """
     from mimir.ui.server import serve as run_server
 
-    run_server(state(ctx).app(), host=host, port=port, insecure_no_auth=insecure_no_auth)
+    app = state(ctx).app()
+    if app.settings.storage.instance is None and "db" not in app.__dict__:
+        # Several instances on one host differ by port: name this one after both.
+        import dataclasses
+        import socket
+
+        storage = dataclasses.replace(app.settings.storage, instance=f"{socket.gethostname()}:{port}")
+        app.settings = dataclasses.replace(app.settings, storage=storage)
+    run_server(app, host=host, port=port, insecure_no_auth=insecure_no_auth)

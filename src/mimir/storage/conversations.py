@@ -66,6 +66,8 @@ class StoredTurn:
     tokens_in: int | None
     tokens_out: int | None
     wall_s: float | None
+    #: The Mimir instance that stored it (None for turns stored before instances were recorded).
+    instance: str | None = None
 
 
 def new_id(prefix: str) -> str:
@@ -182,13 +184,13 @@ class ConversationStore:
             ).fetchone()[0]
             conn.execute(
                 "INSERT INTO turns (id, session_id, seq, created_at, user_message, response, status, error,"
-                " flags_json, tool_output_path, tool_description, notices_json, tokens_in, tokens_out, wall_s)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " flags_json, tool_output_path, tool_description, notices_json, tokens_in, tokens_out, wall_s,"
+                " instance_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     turn_id, session_id, seq, now, user_message, response, status,
                     redact_secrets(error) if error else error,
                     json.dumps(sorted(flags)), tool_output_path, tool_description, json.dumps(list(notices)),
-                    tokens_in, tokens_out, wall_s,
+                    tokens_in, tokens_out, wall_s, self.db.instance or None,
                 ),
             )
             title = conn.execute("SELECT title FROM sessions WHERE id = ?", (session_id,)).fetchone()[0]
@@ -272,4 +274,5 @@ def _turn(row) -> StoredTurn:
         tokens_in=row["tokens_in"],
         tokens_out=row["tokens_out"],
         wall_s=row["wall_s"],
+        instance=row["instance_id"],
     )

@@ -201,3 +201,11 @@ def m003_accounts(conn: Connection) -> None:
     conn.execute("CREATE INDEX audit_log_at ON audit_log (at)")
     conn.execute("ALTER TABLE sessions ADD COLUMN owner_id TEXT")
     conn.execute("CREATE INDEX sessions_owner ON sessions (owner_id, updated_at)")
+
+
+@migration
+def m004_instance_ids(conn: Connection) -> None:
+    """Which Mimir instance stored each turn and step (several instances can share one database)."""
+    conn.execute("ALTER TABLE turns ADD COLUMN instance_id TEXT")
+    conn.execute("ALTER TABLE telemetry_turns ADD COLUMN instance_id TEXT")
+    conn.execute("ALTER TABLE telemetry_steps ADD COLUMN instance_id TEXT")

@@ -45,8 +45,8 @@ _STEP_COLUMNS = (
     "error",
 )
 _INSERT_STEP = (
-    f"INSERT INTO telemetry_steps ({', '.join(_STEP_COLUMNS)}, gpu_devices_json) "
-    f"VALUES ({', '.join('?' for _ in _STEP_COLUMNS)}, ?)"
+    f"INSERT INTO telemetry_steps ({', '.join(_STEP_COLUMNS)}, gpu_devices_json, instance_id) "
+    f"VALUES ({', '.join('?' for _ in _STEP_COLUMNS)}, ?, ?)"
 )
 _INSERT_EVENT = (
     "INSERT INTO telemetry_events (step_id, seq, kind, model_id, reason, estimate_bytes, measured_bytes, wall_s, device, at) "
@@ -87,7 +87,7 @@ class TelemetryStore:
     # -- writes (each one transaction) -------------------------------------------------
     # Each is retried with backoff if the server connection drops (Database.transact).
     def save_step(self, record: StepRecord) -> None:
-        self.db.transact(lambda conn: _insert_step(conn, record))
+        self.db.transact(lambda conn: _insert_step(conn, record, self.db.instance or None))
 
     def save_turn(self, record: TurnRecord) -> None:
         """The turn and all its steps and events, in one transaction."""
@@ -96,7 +96,7 @@ class TelemetryStore:
     def _insert_turn(self, conn: Connection, record: TurnRecord) -> None:
         conn.execute(
             "INSERT INTO telemetry_turns (session_id, turn_id, started_at, wall_s, peak_rss_bytes, "
-            "cuda_peak_allocated_bytes, step_count, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "cuda_peak_allocated_bytes, step_count, error, instance_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.session_id,
                 record.turn_id,
@@ -106,10 +106,11 @@ class TelemetryStore:
                 record.cuda_peak_allocated_bytes,
                 len(record.steps),
                 _clean(record.error),
+                self.db.instance or None,
             ),
         )
         for step in record.steps:
-            _insert_step(conn, step)
+            _insert_step(conn, step, self.db.instance or None)
 
     def save_event(self, event: ModelEvent, step_id: str | None = None) -> None:
         self.db.transact(lambda conn: _insert_event(conn, event, step_id, 0))
@@ -171,6 +172,26 @@ class TelemetryStore:
             )
         return out
 
+    def step_instances(self, step_ids: Sequence[str]) -> dict[str, str | None]:
+        """The instance that stored each step (None: stored before instances were recorded)."""
+        return self._instances("telemetry_steps", "step_id", step_ids)
+
+    def turn_instances(self, turn_ids: Sequence[str]) -> dict[str, str | None]:
+        """The instance that stored each telemetry turn."""
+        return self._instances("telemetry_turns", "turn_id", turn_ids)
+
+    def _instances(self, table: str, key: str, ids: Sequence[str]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        ids = list(dict.fromkeys(i for i in ids if i is not None))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for r in self.db.read(
+                f"SELECT {key}, instance_id FROM {table} WHERE {key} IN ({', '.join('?' for _ in chunk)})", chunk
+            ):
+                out[r[0]] = r[1]
+        return out
+
+
     def count_steps(self, *, owner: str | None | object = ANY_OWNER) -> int:
         where, params = _owner_clause(owner)
         return int(self.db.read(f"SELECT COUNT(*) AS n FROM telemetry_steps WHERE 1 = 1{where}", params)[0]["n"])
@@ -228,10 +249,10 @@ class TelemetryStore:
         return [_step(r, tuple(events[r["step_id"]])) for r in rows]
 
 
-def _insert_step(conn: Connection, record: StepRecord) -> None:
+def _insert_step(conn: Connection, record: StepRecord, instance: str | None) -> None:
     devices = json.dumps([asdict(d) for d in record.gpu_devices]) if record.gpu_devices else None
     values = tuple(_clean(getattr(record, c)) if c == "error" else getattr(record, c) for c in _STEP_COLUMNS)
-    conn.execute(_INSERT_STEP, (*values, devices))
+    conn.execute(_INSERT_STEP, (*values, devices, instance))
     for seq, event in enumerate(record.events):
         _insert_event(conn, event, record.step_id, seq)
 

@@ -212,7 +212,9 @@ class Handlers:
                 render.timeline(steps, budget_ram_bytes=status.budget_ram_bytes, budget_gpu_bytes=status.budget_gpu_bytes)
             )
             mine = {s.id for s in self.app.conversations.list_sessions(MAX_LISTED_SESSIONS, owner=who.user_id)}
-            choices = render.turn_choices(turns, own_sessions=mine)
+            instances = store.turn_instances(ids)
+            shown = instances if self.app.db.engine == "postgresql" or len(set(instances.values())) > 1 else None
+            choices = render.turn_choices(turns, own_sessions=mine, instances=shown)
             chosen_steps = next((t.steps for t in turns if t.turn_id == chosen), ())
             steps_frame = _frame(render.steps_table(chosen_steps))
             return (figure, gr.update(choices=choices, value=chosen), steps_frame, resident, budget, key, ""), newest

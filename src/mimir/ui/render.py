@@ -211,16 +211,20 @@ def steps_table(steps: Sequence[Any]) -> Table:
     return _table(STEP_HEADERS, rows)
 
 
-def turn_choices(turns: Sequence[Any], *, own_sessions: Iterable[str] = ()) -> list[tuple[str, str]]:
+def turn_choices(
+    turns: Sequence[Any], *, own_sessions: Iterable[str] = (), instances: Mapping[str, str | None] | None = None
+) -> list[tuple[str, str]]:
     """``(label, turn_id)`` for the turn picker, newest first. Labels hold no message text:
-    the Memory tab is shared by every visitor, conversations are not."""
+    the Memory tab is shared by every visitor, conversations are not. With ``instances``
+    (turn id -> the instance that ran it), each label names its instance."""
     own = set(own_sessions)
     out = []
     for t in sorted(turns, key=lambda t: -t.started_at):
         when = time.strftime("%H:%M:%S", time.localtime(t.started_at))
         mine = " · yours" if t.session_id in own else ""
         failed = " · failed" if t.error else ""
-        label = f"{when} · {t.turn_id} · {len(t.steps)} steps · {t.wall_s:.1f}s · peak {t.peak_rss_str}{mine}{failed}"
+        where = f" · on {instances.get(t.turn_id) or '?'}" if instances is not None else ""
+        label = f"{when} · {t.turn_id}{where} · {len(t.steps)} steps · {t.wall_s:.1f}s · peak {t.peak_rss_str}{mine}{failed}"
         out.append((label, t.turn_id))
     return out
 
