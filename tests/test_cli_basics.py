@@ -22,14 +22,18 @@ def run(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess
 
 #: Every command a user can run, written out: a command added or dropped must show here.
 COMMANDS = {
-    "models": "configured models",
-    "ask": "question",
-    "chat": "",
-    "sessions": "",
-    "eval": "",
-    "cache": "",
-    "memory": "",
-    "serve": "",
+    "models": "memory estimate",
+    "ask": "one question",
+    "chat": "session is saved",
+    "eval": "precision and recall",
+    "memory": "each step",
+    "serve": "OpenAI-compatible API",
+    "audit": "audit log",
+    "sessions": "tutoring sessions",
+    "cache": "Hugging Face model cache",
+    "users": "users",
+    "keys": "API keys",
+    "db": "migrations",
 }
 
 
