@@ -271,3 +271,12 @@ class DeviceOutOfMemoryError(MimirError):
         self.phase = phase
         self.cause = cause
         super().__init__(f"model '{model_id}' ran out of {device} memory during {phase}: {cause}")
+
+
+class HubError(MimirError):
+    """The Hugging Face Hub could not give what was asked (a missing repo, revision or file,
+    no network), or a download did not match its checksum."""
+
+    exit_code = 10
+    http_status = 502
+    kind = "hub_error"
