@@ -114,7 +114,7 @@ def test_a_checksum_mismatch_fails_and_leaves_nothing_in_the_cache(hub, tmp_path
     hub.corrupt.add(FILE)
     config = tmp_path / "mimir.toml"
     out = mimir("--config", str(config), "pull", REPO, hub=hub)
-    assert out.returncode == 10
+    assert out.returncode == 11
     assert "does not match its checksum" in out.stderr and "Traceback" not in out.stderr
     assert not any(p.is_file() for p in blob_dir().iterdir())
     assert not config.exists()
@@ -122,7 +122,7 @@ def test_a_checksum_mismatch_fails_and_leaves_nothing_in_the_cache(hub, tmp_path
 
 def test_a_repo_missing_from_the_hub_is_one_line(hub):
     out = mimir("pull", "mimir-test/no-such-repo", hub=hub)
-    assert out.returncode == 10
+    assert out.returncode == 11
     assert out.stderr.strip().count("\n") == 0
     assert "repo 'mimir-test/no-such-repo' was not found" in out.stderr
 
@@ -139,7 +139,7 @@ def test_dry_run_lists_files_and_downloads_nothing(hub, gguf_bytes):
 
 def test_a_file_not_in_the_repo_names_the_ones_that_are(hub):
     out = mimir("pull", REPO, "--file", "nope.gguf", hub=hub)
-    assert out.returncode == 10
+    assert out.returncode == 11
     assert FILE in out.stderr
 
 

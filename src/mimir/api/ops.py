@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-from mimir.ops.access import auth_enabled, is_admin
 from mimir.ops.health import ReadinessProbe
 from mimir.ops.metrics import CONTENT_TYPE, ServerMetrics
 from mimir.ops.options import OpsOptions, parse_ops_options
@@ -35,6 +34,20 @@ if TYPE_CHECKING:
 #: Route label of requests served by the web app (Gradio, mounted at ``/``).
 WEB_ROUTE = "web"
 OTHER_ROUTE = "other"
+
+
+def auth_enabled(app: MimirApp) -> bool:
+    """Whether user authentication is on (``[server] auth = "password"``)."""
+    return app.settings.auth.required
+
+
+def request_is_admin(request: Request, app: MimirApp) -> bool:
+    """Whether the request comes from a signed-in admin (as the access guard decided). With
+    ``auth = "none"`` nobody signs in: the local user does not stand in for the token."""
+    from mimir.auth.web import principal_of
+
+    principal = principal_of(request)
+    return auth_enabled(app) and principal is not None and principal.can("manage_users")
 
 
 def queue_depth_of(app: MimirApp) -> Callable[[], int | None]:
@@ -110,7 +123,7 @@ def install_ops(api: FastAPI, app: MimirApp, options: OpsOptions | None = None) 
     async def metrics_route(request: Request):
         token = options.metrics_token()
         guarded = token is not None or auth_enabled(app)
-        if guarded and not (_bearer_matches(request, token) or is_admin(app, request.headers)):
+        if guarded and not (_bearer_matches(request, token) or request_is_admin(request, app)):
             return JSONResponse(
                 error_body("/metrics needs an admin or the metrics bearer token", "authentication_error"),
                 status_code=401, headers={"WWW-Authenticate": "Bearer"},

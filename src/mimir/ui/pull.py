@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from mimir.ops.access import may_pull
+from mimir.auth.roles import require
+from mimir.auth.web import address_of, principal_of
 from mimir.ui import render
 from mimir.units import format_bytes
 
@@ -37,9 +38,11 @@ class PullHandlers:
         self.app = app
 
     def _refused(self, request: gr.Request | None) -> str | None:
-        headers = dict(request.headers) if request is not None else {}
-        if not may_pull(self.app, headers):
-            return "**Error:** only admins may pull models."
+        """None when the signed-in user may pull (admins; the local user without auth)."""
+        try:
+            require(principal_of(request), "pull_model")
+        except Exception as exc:
+            return render.error_markdown(exc)
         return None
 
     def _plan(self, repo: str, file: str, model_id: str, roles: Sequence[str]):
@@ -85,6 +88,10 @@ class PullHandlers:
             yield "**Error:** another pull is running on this server; try again when it has finished."
             return
         try:
+            who = principal_of(request)
+            self.app.audit.record(who.name, "model.pull", (repo or "").strip()[:200],
+                                  {"file": (file or "").strip()[:200] or None, "roles": list(roles or ())},
+                                  address=address_of(request))
             yield from self._pull(repo, file, model_id, roles)
         finally:
             _pull_lock.release()
