@@ -17,8 +17,8 @@ from cache_trees import build_cache  # noqa: E402
 from mimir.app import MimirApp  # noqa: E402
 from mimir.auth.roles import LOCAL_ADMIN, Principal  # noqa: E402
 from mimir.config import settings_from_dict  # noqa: E402
-from mimir.errors import GenerationError, InvalidInputError, NotFoundError  # noqa: E402
-from mimir.ui.chat import WAITING_TEXT, TurnRunner  # noqa: E402
+from mimir.errors import GenerationError, InvalidInputError, NotFoundError, ServerBusyError  # noqa: E402
+from mimir.ui.chat import TurnRunner, waiting_text  # noqa: E402
 from mimir.ui.handlers import Handlers  # noqa: E402
 
 MiB = 1024 * 1024
@@ -85,19 +85,49 @@ def test_start_session_checks_input_before_creating_anything():
         assert runner.start_session("again", sid) == sid
 
 
-def test_a_second_turn_waits_for_the_first_and_says_so():
+def test_a_second_turn_waits_in_line_and_says_so():
     with scripted_app() as app:
         runner = TurnRunner(app)
         session = runner.start_session("first", None)
-        runner._turn_lock.acquire()  # another visitor's turn is running
-        stream = runner.stream("Is 7 prime?", session)
+        other = app.queue.enter("browser:another-visitor")  # another visitor's turn holds the slot
+        stream = runner.stream("Is 7 prime?", session, user="browser:me")
         first = next(stream)
-        assert (first.kind, first.text) == ("status", WAITING_TEXT)
+        assert (first.kind, first.text) == ("status", waiting_text(1))
         assert app.conversations.turns(session) == []  # it has not started
-        runner._turn_lock.release()
+        assert app.queue.depth == 1
+        other.release()
         rest = list(stream)
         assert rest[-1].kind == "done"
-        assert not runner._turn_lock.locked()
+        assert app.queue.depth == 0 and app.queue.running == 0
+
+
+def test_one_visitor_cannot_run_two_turns_at_once():
+    with scripted_app() as app:
+        runner = TurnRunner(app)
+        session = runner.start_session("first", None)
+        mine = app.queue.enter("browser:me")
+        events = list(runner.stream("second one", session, user="browser:me"))
+        assert [e.kind for e in events] == ["error"]
+        assert isinstance(events[0].error, ServerBusyError) and events[0].error.http_status == 429
+        mine.release()
+
+
+def test_closing_the_page_mid_answer_stops_the_generation_and_frees_the_model():
+    words = " ".join(f"w{i}" for i in range(200))
+    with scripted_app({"replies": [words], "token_s": 0.01}) as app:
+        runner = TurnRunner(app)
+        session = runner.start_session("long answer please", None)
+        stream = runner.stream("long answer please", session, user="browser:me")
+        for event in stream:
+            if event.kind == "text":
+                break
+        stream.close()  # what Gradio does when the page goes away
+        assert app.queue.wait_idle(30)
+        turn = app.conversations.turns(session)[-1]
+        assert turn.status == "failed" and "page was closed" in turn.error
+        assert app.manager.status().get("default").in_use == 0
+        with app.manager.use("default") as model:
+            assert model.tokens_streamed < 200  # stopped within a token of the page closing
 
 
 def test_a_failing_turn_is_an_error_event_and_the_session_goes_on():

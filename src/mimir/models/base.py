@@ -84,6 +84,12 @@ class GenerationStream:
                 yield delta.text
         self._done = True
 
+    def close(self) -> None:
+        """Stop generating now (the backend's generator is closed, releasing its locks)."""
+        close = getattr(self._deltas, "close", None)
+        if close is not None:
+            close()
+
     @property
     def tokens_out(self) -> int:
         return len(self._pieces)
