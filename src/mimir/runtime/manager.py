@@ -378,9 +378,17 @@ class ModelManager:
                     return entry
                 ticket = self._loading
                 if ticket is not None:
-                    # One load at a time. If it is our model, its outcome is ours too.
+                    # One load at a time. If it is our model, its outcome is ours too. The
+                    # wait is bounded by load_timeout like every other wait for memory.
                     while not ticket.done:
-                        self._cond.wait()
+                        remaining = deadline - self._clock()
+                        if remaining <= 0:
+                            raise ModelLoadError(
+                                model_id, spec.source.describe(),
+                                f"waited {self._load_timeout_s:g} s (load_timeout) for the load of "
+                                f"'{ticket.model_id}' by another request to finish",
+                            )
+                        self._cond.wait(remaining)
                     if ticket.model_id == model_id and ticket.error is not None:
                         raise ticket.error
                     continue
