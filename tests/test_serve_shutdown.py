@@ -72,12 +72,10 @@ def _stream_in_thread(url: str, lines: list[str], started: threading.Event) -> t
     return thread
 
 
-def _database(home: Path) -> sqlite3.Connection:
-    return sqlite3.connect(str(home / "mimir.db"))
-
-
-def test_sigterm_during_a_turn_finishes_it_closes_the_database_cleanly_and_flushes_all_telemetry(tmp_path):
-    server, url, home = _serve(tmp_path, "60s")
+def _sigterm_mid_answer(tmp_path: Path, shutdown_timeout: str) -> tuple[list[str], Path]:
+    """Serve, start a streamed tutor turn, send SIGTERM once the answer is flowing; the
+    stream's lines and the home once the server has exited."""
+    server, url, home = _serve(tmp_path, shutdown_timeout)
     lines: list[str] = []
     started = threading.Event()
     try:
@@ -88,6 +86,15 @@ def test_sigterm_during_a_turn_finishes_it_closes_the_database_cleanly_and_flush
         assert server.wait(120) in (0, -signal.SIGTERM), server.output  # cleaned up, then the signal
     finally:
         server.stop()
+    return lines, home
+
+
+def _database(home: Path) -> sqlite3.Connection:
+    return sqlite3.connect(str(home / "mimir.db"))
+
+
+def test_sigterm_during_a_turn_finishes_it_closes_the_database_cleanly_and_flushes_all_telemetry(tmp_path):
+    lines, home = _sigterm_mid_answer(tmp_path, "60s")
     assert lines[-1] == "data: [DONE]", lines[-5:]
     text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content", "")
                    for line in lines if line.startswith("data: {") and '"choices"' in line)
@@ -104,17 +111,7 @@ def test_sigterm_during_a_turn_finishes_it_closes_the_database_cleanly_and_flush
 
 
 def test_a_turn_outliving_the_shutdown_timeout_is_stopped_and_stored_as_failed(tmp_path):
-    server, url, home = _serve(tmp_path, "1s")
-    lines: list[str] = []
-    started = threading.Event()
-    try:
-        client = _stream_in_thread(url, lines, started)
-        assert started.wait(120), server.output
-        server.proc.send_signal(signal.SIGTERM)
-        client.join(120)
-        assert server.wait(120) in (0, -signal.SIGTERM), server.output  # cleaned up, then the signal
-    finally:
-        server.stop()
+    lines, home = _sigterm_mid_answer(tmp_path, "1s")
     assert any("shutting down" in line for line in lines), lines[-5:]
     with _database(home) as db:
         [(status, error)] = db.execute("SELECT status, error FROM turns").fetchall()
