@@ -122,6 +122,8 @@ class StorageSettings:
     pool_size: int = 5
     #: This instance's name, stored with each turn (default: the host name).
     instance: str | None = None
+    #: A password that came inside ``MIMIR_DATABASE_URL`` (taken out of ``url``; never shown).
+    url_password: str | None = field(default=None, repr=False)
     #: Telemetry older than this is deleted (at start, then hourly while serving); None: kept.
     telemetry_retention_s: float | None = None
 
@@ -300,6 +302,15 @@ def _parse_storage(raw: Mapping[str, Any], env: Mapping[str, str], src: str | No
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         if scheme not in ("postgresql", "postgres", "sqlite", ""):
             raise ConfigError("storage.url", f"unknown scheme '{scheme}'; use postgresql://", source=src)
+    url_password = None
+    if url is not None and "://" in url and not url.lower().startswith("sqlite"):
+        # Keep the password out of the settings' URL, so printing settings never shows it.
+        from mimir.storage.url import strip_password
+
+        try:
+            url, url_password = strip_password(url)
+        except ValueError:
+            raise ConfigError("storage.url", "is not a valid URL", source=src) from None
     pw_file = env.get("MIMIR_DATABASE_PASSWORD_FILE") or raw.get("password_file")
     if pw_file is not None and (not isinstance(pw_file, str) or not pw_file):
         raise ConfigError("storage.password_file", "must be a file path", source=src)
@@ -315,6 +326,7 @@ def _parse_storage(raw: Mapping[str, Any], env: Mapping[str, str], src: str | No
         pool_size=pool_size,
         instance=instance.strip() if instance else None,
         telemetry_retention_s=_parse_retention(raw.get("telemetry_retention", "off"), src),
+        url_password=url_password,
     )
 
 
