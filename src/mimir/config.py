@@ -100,6 +100,11 @@ class TutorSettings:
     history_turns: int = 3
     #: A folder whose files override the shipped prompt segments of the same name.
     prompts_dir: Path | None = None
+    #: The sympy math engine (``math_check`` step, answer checking, practice keys, claim
+    #: checks); its worker process gets ``math_timeout_s`` per call and ``math_memory_mb``.
+    math_check: bool = True
+    math_timeout_s: float = 2.0
+    math_memory_mb: int = 512
 
 
 @dataclass(frozen=True)
@@ -385,6 +390,9 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
         "temperature",
         "history_turns",
         "prompts_dir",
+        "math_check",
+        "math_timeout_s",
+        "math_memory_mb",
     }
     _check_keys(raw, valid, "tutor", src)
     defaults = TutorSettings()
@@ -411,6 +419,12 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
     temperature = raw.get("temperature", defaults.temperature)
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
         raise ConfigError("tutor.temperature", "must be a number between 0 and 2", source=src)
+    math_check = raw.get("math_check", defaults.math_check)
+    if not isinstance(math_check, bool):
+        raise ConfigError("tutor.math_check", "must be true or false", source=src)
+    math_timeout = raw.get("math_timeout_s", defaults.math_timeout_s)
+    if not isinstance(math_timeout, (int, float)) or isinstance(math_timeout, bool) or not 0 < math_timeout <= 60:
+        raise ConfigError("tutor.math_timeout_s", "must be a number of seconds between 0 and 60", source=src)
     prompts_dir = raw.get("prompts_dir")
     if prompts_dir is not None:
         if not isinstance(prompts_dir, str):
@@ -428,4 +442,7 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
         temperature=float(temperature),
         history_turns=_int("history_turns", defaults.history_turns, 0),
         prompts_dir=prompts_dir,
+        math_check=math_check,
+        math_timeout_s=float(math_timeout),
+        math_memory_mb=_int("math_memory_mb", defaults.math_memory_mb, 64),
     )

@@ -116,6 +116,9 @@ class LlamaCppModel(LoadedModel):
                     top_p=params.top_p,
                     stop=list(params.stop) or None,
                     seed=params.seed if params.seed is not None else self.spec.options.get("seed"),
+                    repeat_penalty=params.repeat_penalty,
+                    presence_penalty=params.presence_penalty,
+                    frequency_penalty=params.frequency_penalty,
                     stream=True,
                 )
                 for chunk in chunks:
