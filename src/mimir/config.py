@@ -108,6 +108,30 @@ class TutorSettings:
     history_turns: int = 3
     #: A folder whose files override the shipped prompt segments of the same name.
     prompts_dir: Path | None = None
+    #: The sympy math engine (``math_check`` step, answer checking, practice keys, claim
+    #: checks); its worker process gets ``math_timeout_s`` per call and ``math_memory_mb``.
+    math_check: bool = True
+    math_timeout_s: float = 2.0
+    math_memory_mb: int = 512
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """The ``[server]`` keys for limits and the turn queue (docs/limits.md)."""
+
+    #: Largest request body accepted (413 above).
+    max_body_bytes: int = 1024 * 1024
+    #: Messages in one chat request, and characters in one message (400 above).
+    max_messages: int = 64
+    max_message_chars: int = 32_000
+    #: Turns waiting for a free slot before new ones get 503.
+    max_queue: int = 32
+    #: Turns one user (API key, session or browser) may have running or waiting (429 above).
+    per_user_concurrency: int = 1
+    #: A whole turn, queue wait excluded; past it the turn stops with a timeout error.
+    turn_timeout_s: float = 300.0
+    #: On shutdown, how long running turns may take to finish before they are stopped.
+    shutdown_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,8 @@ class Settings:
     #: ``[server]`` auth keys, parsed (:func:`mimir.auth.options.parse_auth_options`).
     auth: AuthOptions = field(default_factory=AuthOptions)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    #: ``[server]`` limits and queue keys, parsed (:func:`_parse_limits`).
+    limits: ServerLimits = field(default_factory=ServerLimits)
     #: The file these settings came from, or ``None`` for built-in defaults.
     source: Path | None = None
 
@@ -240,6 +266,7 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
     parse_ops_options(server, src)  # its keys fail at load time, like every other key
     auth = parse_auth_options(server, src)
     storage = _parse_storage(_table(data, "storage", src), env, src)
+    limits = _parse_limits(server, src)
     return Settings(
         home=home,
         models=models,
@@ -253,6 +280,7 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
         server=dict(server),
         auth=auth,
         storage=storage,
+        limits=limits,
         source=source,
     )
 
@@ -493,6 +521,9 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
         "temperature",
         "history_turns",
         "prompts_dir",
+        "math_check",
+        "math_timeout_s",
+        "math_memory_mb",
     }
     _check_keys(raw, valid, "tutor", src)
     defaults = TutorSettings()
@@ -519,6 +550,12 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
     temperature = raw.get("temperature", defaults.temperature)
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
         raise ConfigError("tutor.temperature", "must be a number between 0 and 2", source=src)
+    math_check = raw.get("math_check", defaults.math_check)
+    if not isinstance(math_check, bool):
+        raise ConfigError("tutor.math_check", "must be true or false", source=src)
+    math_timeout = raw.get("math_timeout_s", defaults.math_timeout_s)
+    if not isinstance(math_timeout, (int, float)) or isinstance(math_timeout, bool) or not 0 < math_timeout <= 60:
+        raise ConfigError("tutor.math_timeout_s", "must be a number of seconds between 0 and 60", source=src)
     prompts_dir = raw.get("prompts_dir")
     if prompts_dir is not None:
         if not isinstance(prompts_dir, str):
@@ -536,4 +573,43 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
         temperature=float(temperature),
         history_turns=_int("history_turns", defaults.history_turns, 0),
         prompts_dir=prompts_dir,
+        math_check=math_check,
+        math_timeout_s=float(math_timeout),
+        math_memory_mb=_int("math_memory_mb", defaults.math_memory_mb, 64),
+    )
+
+
+def _parse_limits(raw: Mapping[str, Any], src: str | None) -> ServerLimits:
+    """Read the limit and queue keys of ``[server]``; other keys are left to their owners."""
+    defaults = ServerLimits()
+
+    def _int(key: str, default: int, minimum: int) -> int:
+        value = raw.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"server.{key}", f"must be an integer >= {minimum}", source=src)
+        return value
+
+    def _seconds(key: str, default: float) -> float:
+        try:
+            value = parse_duration(raw.get(key, default))
+        except ValueError as exc:
+            raise ConfigError(f"server.{key}", str(exc), source=src) from None
+        if value <= 0:
+            raise ConfigError(f"server.{key}", "must be a positive duration such as '30s' or '5m'", source=src)
+        return value
+
+    try:
+        max_body = parse_size(raw.get("max_body", defaults.max_body_bytes))
+    except ValueError as exc:
+        raise ConfigError("server.max_body", f"{exc}; e.g. '1MiB'", source=src) from None
+    if max_body < 1024:
+        raise ConfigError("server.max_body", "must be at least 1KiB", source=src)
+    return ServerLimits(
+        max_body_bytes=max_body,
+        max_messages=_int("max_messages", defaults.max_messages, 1),
+        max_message_chars=_int("max_message_chars", defaults.max_message_chars, 1),
+        max_queue=_int("max_queue", defaults.max_queue, 0),
+        per_user_concurrency=_int("per_user_concurrency", defaults.per_user_concurrency, 1),
+        turn_timeout_s=_seconds("turn_timeout", defaults.turn_timeout_s),
+        shutdown_timeout_s=_seconds("shutdown_timeout", defaults.shutdown_timeout_s),
     )

@@ -129,17 +129,21 @@ class BudgetExceededError(MimirError):
         *,
         device: str = "ram",
         blocked_by: Iterable[str] = (),
+        detail: str = "",
     ):
         self.model_id = model_id
         self.estimate_bytes = estimate_bytes
         self.budget_bytes = budget_bytes
         self.device = device
         self.blocked_by = sorted(blocked_by)
+        self.detail = detail
         if self.blocked_by:
             why = (
                 f"the models in use or pinned ({', '.join(self.blocked_by)}) leave too little room "
                 f"in the {_fmt_bytes(budget_bytes)} {device} budget"
             )
+            if detail:
+                why += f"; {detail}"
         else:
             why = f"it does not fit the {_fmt_bytes(budget_bytes)} {device} budget even alone"
         super().__init__(
@@ -315,3 +319,62 @@ class TooManyAttemptsError(MimirError):
     def __init__(self, retry_after_s: float):
         self.retry_after_s = max(1, int(retry_after_s + 0.999))
         super().__init__(f"too many failed sign-ins; try again in {self.retry_after_s} s")
+
+
+class RequestLimitError(InvalidInputError):
+    """A request over one of the server's limits (``[server]``), or not valid at all.
+    ``param`` names the field, as OpenAI's error body does."""
+
+    def __init__(self, message: str, *, param: str | None = None, http_status: int = 400):
+        self.param = param
+        self.http_status = http_status
+        super().__init__(message)
+
+
+class ServerBusyError(MimirError):
+    """The server will not take this turn now: the user already has as many turns running as
+    allowed (429), or the queue is full (503). ``retry_after_s`` is the advice sent back."""
+
+    exit_code = 10
+    kind = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float, http_status: int = 429):
+        self.retry_after_s = retry_after_s
+        self.http_status = http_status
+        if http_status == 503:
+            self.kind = "server_overloaded"
+        super().__init__(message)
+
+
+class TurnTimeoutError(MimirError):
+    """A turn ran past ``[server] turn_timeout`` (or a remote model past its deadline)."""
+
+    exit_code = 10
+    http_status = 504
+    kind = "timeout"
+
+    def __init__(self, what: str, timeout_s: float):
+        self.what = what
+        self.timeout_s = timeout_s
+        super().__init__(f"{what} took longer than {timeout_s:g} s and was stopped")
+
+
+class TurnCancelledError(MimirError):
+    """The client went away (closed the stream or the page): the turn stopped early."""
+
+    exit_code = 130
+    http_status = 499
+    kind = "cancelled"
+
+    def __init__(self, reason: str = "the client disconnected"):
+        self.reason = reason
+        super().__init__(f"the turn was stopped: {reason}")
+
+
+class HubError(MimirError):
+    """The Hugging Face Hub could not give what was asked (a missing repo, revision or file,
+    no network), or a download did not match its checksum."""
+
+    exit_code = 11
+    http_status = 502
+    kind = "hub_error"

@@ -26,6 +26,7 @@ of another user's session gets the same 404 as an unknown one.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
@@ -36,10 +37,12 @@ from typing import TYPE_CHECKING, Literal
 from fastapi import Request
 from pydantic import BaseModel, Field
 
+from mimir.api.limits import BodyLimit, check_chat_request, error_body
 from mimir.auth.roles import Principal, require
 from mimir.auth.web import principal_of
 from mimir.errors import InvalidInputError, MimirError, UnknownModelError
 from mimir.models.base import ChatMessage, GenerationParams
+from mimir.tutor.text import clean_user_text
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -47,6 +50,19 @@ if TYPE_CHECKING:
     from mimir.app import MimirApp
 
 TUTOR_MODEL = "mimir-tutor"
+log = logging.getLogger(__name__)
+
+
+def _error_response(exc: MimirError):
+    """The OpenAI error body and status for ``exc``; ``Retry-After`` when it says when to retry."""
+    from fastapi.responses import JSONResponse
+
+    headers = {}
+    if getattr(exc, "retry_after_s", None) is not None:  # busy server, throttled sign-in
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    body = error_body(str(exc), exc.kind, getattr(exc, "param", None))
+    body["error"]["code"] = getattr(exc, "code", None)
+    return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
 class Message(BaseModel):
@@ -67,10 +83,6 @@ class ChatRequest(BaseModel):
     session_id: str | None = None
 
 
-def error_body(message: str, kind: str, param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
-
-
 def install(api: FastAPI, app: MimirApp) -> None:
     """Add the ``/v1`` routes and OpenAI-style error handling to a FastAPI app, behind the
     access guard (:func:`mimir.auth.web.install_guard`)."""
@@ -82,11 +94,23 @@ def install(api: FastAPI, app: MimirApp) -> None:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
 
+    from starlette.exceptions import HTTPException
+
+    api.add_middleware(BodyLimit, max_bytes=app.settings.limits.max_body_bytes)
+
     @api.exception_handler(MimirError)
     async def _mimir_error(request: Request, exc: MimirError):
-        body = error_body(str(exc), exc.kind)
-        body["error"]["code"] = getattr(exc, "code", None)
-        return JSONResponse(body, status_code=exc.http_status)
+        return _error_response(exc)
+
+    @api.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.error("request failed: %s", type(exc).__name__, exc_info=exc)
+        return JSONResponse(error_body(f"internal error ({type(exc).__name__})", "server_error"), status_code=500)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -109,8 +133,12 @@ def install(api: FastAPI, app: MimirApp) -> None:
         who = require(principal_of(request), "chat")
         if body.model != TUTOR_MODEL and body.model not in app.settings.models:
             raise UnknownModelError(body.model, [TUTOR_MODEL, *app.settings.models])
+        model_id = app.settings.model_for_role("response") if body.model == TUTOR_MODEL else body.model
+        check_chat_request(body, app.settings, app.settings.models[model_id].context_length)
+        # Every input error is raised here, before a stream could answer 200.
         if body.model == TUTOR_MODEL:
-            _tutor_messages(body)  # a bad request creates no session
+            messages = _tutor_messages(body)  # a bad request creates no session
+            clean_user_text(messages[-1].content)  # nor does an empty message
             session = await run_in_threadpool(_session_for, app, body.session_id, who)
             run = _tutor_runner(app, body, session)
         else:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from mimir.tutor.text import TRAILING_SPACE
+
 _START_MARKERS = re.compile(
     r"^\s*(?:<\|im_start\|>\s*assistant\b\s*|<\|start_header_id\|>\s*assistant\s*<\|end_header_id\|>\s*"
     r"|<start_of_turn>\s*model\b\s*|<s>\s*|\[/INST\]\s*|<\|assistant\|>\s*|<\|begin_of_text\|>\s*)+"
@@ -27,11 +29,13 @@ _ANY_SPECIAL = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|
 _OWN_ROLE = re.compile(r"^(\s*)(?:#{1,4}\s*)?(?:assistant|tutor|mimir|ai|bot|response|answer)\s*:\s*", re.I)
 _OTHER_ROLE = re.compile(r"^\s*(?:#{1,4}\s*)?(?:user|student|human|system|instruction)\s*:", re.I)
 
+#: A span's body never holds another opener of its kind, so an opener that is never closed is
+#: scanned only up to the next opener: linear time even on "\\[" repeated 50,000 times.
 _LATEX = re.compile(
-    r"\$\$.+?\$\$"
-    r"|\\\[.+?\\\]"
-    r"|\\\(.+?\\\)"
-    r"|\\begin\{([A-Za-z*]+)\}.+?\\end\{\1\}"
+    r"\$\$(?:(?!\$\$).)+?\$\$"
+    r"|\\\[(?:(?!\\\[).)+?\\\]"
+    r"|\\\((?:(?!\\\().)+?\\\)"
+    r"|\\begin\{([A-Za-z*]{1,30})\}(?:(?!\\begin\{).)+?\\end\{\1\}"
     r"|(?<![\\$])\$(?!\s)[^$\n]+?(?<![\s\\])\$(?!\d)"
     r"|\\[A-Za-z]+(?:\{[^{}\n]*\})+",
     re.S,
@@ -45,6 +49,13 @@ _SENTENCE_END = re.compile(r"[.!?][\"')\]*_]*(?=\s|$)")
 #: Sentences shorter than this (normalised characters) may repeat ("Yes.", "Step 1.").
 _MIN_DEDUP_CHARS = 12
 _MAX_LOOP_WORDS = 30
+#: Near duplicates: sentences of at least this many words whose word sets overlap this much
+#: (Jaccard) with one of the last ``_NEAR_DUP_WINDOW`` kept sentences. The window bounds the
+#: work per sentence, so the whole pass stays linear in the text.
+_NEAR_DUP_MIN_WORDS = 5
+_NEAR_DUP_JACCARD = 0.75
+_NEAR_DUP_WINDOW = 16
+_KEY_WORD = re.compile(r"[a-z0-9]+")
 
 
 def strip_special_tokens(text: str) -> str:
@@ -59,13 +70,18 @@ def strip_special_tokens(text: str) -> str:
 def strip_role_markers(text: str) -> str:
     lines = text.split("\n")
     out: list[str] = []
+    has_text = False
     for line in lines:
+        if not line or line.isspace():
+            out.append(line)
+            continue
         if _OTHER_ROLE.match(line):
-            if any(l.strip() for l in out):
+            if has_text:
                 break  # the model started writing the student's next turn
             line = _OTHER_ROLE.sub("", line, count=1)
         line = _OWN_ROLE.sub(r"\1", line, count=1)
         out.append(line)
+        has_text = has_text or bool(line.strip())
     return "\n".join(out)
 
 
@@ -105,10 +121,13 @@ def collapse_loops(words: list[str]) -> list[str]:
     i = 0
     while i < len(words):
         collapsed = False
-        for n in range(1, min(_MAX_LOOP_WORDS, (len(words) - i) // 2) + 1):
+        first = keys[i]
+        # Index of the first word from i on with a key (a pattern of bare punctuation never collapses).
+        keyed = next((j for j in range(i, min(i + _MAX_LOOP_WORDS, len(keys))) if keys[j]), len(keys))
+        for n in range(max(1, keyed - i + 1), min(_MAX_LOOP_WORDS, (len(words) - i) // 2) + 1):
+            if keys[i + n] != first:
+                continue  # cheap test first: a repeat starts with the same word
             pattern = keys[i : i + n]
-            if not any(pattern):
-                continue
             reps = 1
             while keys[i + reps * n : i + (reps + 1) * n] == pattern:
                 reps += 1
@@ -131,10 +150,53 @@ def _collapse_line_loops(line: str) -> str:
     return line if collapsed == words else indent + " ".join(collapsed)
 
 
+class _SeenSentences:
+    """Sentences kept so far: exact keys, and word sets of the recent ones for near duplicates."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.recent: list[frozenset[str]] = []
+
+    def repeats(self, key: str) -> bool:
+        """Whether ``key`` repeats a kept sentence (exactly or nearly); remembers it if not."""
+        if key in self.keys:
+            return True
+        words = _KEY_WORD.findall(key)
+        bag = frozenset(words)
+        if len(words) >= _NEAR_DUP_MIN_WORDS:
+            size = len(bag)
+            for other in self.recent:
+                # Jaccard <= min/max of the sizes: most pairs are ruled out without a set operation.
+                if min(size, len(other)) < _NEAR_DUP_JACCARD * max(size, len(other)):
+                    continue
+                if len(bag & other) >= _NEAR_DUP_JACCARD * len(bag | other):
+                    return True
+            self.recent.append(bag)
+            if len(self.recent) > _NEAR_DUP_WINDOW:
+                self.recent.pop(0)
+        self.keys.add(key)
+        return False
+
+
+def repeated_sentences(text: str) -> int:
+    """How many sentences of ``text`` repeat an earlier one, exactly or nearly (what the
+    quality evaluation counts)."""
+    held, _ = _protect_latex(text)
+    seen = _SeenSentences()
+    count = 0
+    for line in held.split("\n"):
+        for sentence in _SENTENCE_SPLIT.split(line.strip()):
+            key = _sentence_key(_HOLE_RX.sub(lambda m: f"<math{m.group(1)}>", sentence))
+            if len(key) >= _MIN_DEDUP_CHARS and not re.fullmatch(r"(?:<math\d+>\s*)+", key) and seen.repeats(key):
+                count += 1
+    return count
+
+
 def remove_repetition(text: str) -> str:
-    """Drop sentences and lines that repeat an earlier one, then collapse word loops.
-    Works on text whose LaTeX has been set aside (see :func:`clean_response`)."""
-    seen: set[str] = set()
+    """Drop sentences and lines that repeat an earlier one exactly or nearly (same words,
+    :data:`_NEAR_DUP_JACCARD` overlap), then collapse word loops. Works on text whose LaTeX
+    has been set aside (see :func:`clean_response`)."""
+    seen = _SeenSentences()
     out: list[str] = []
     for line in text.split("\n"):
         if not line.strip():
@@ -148,9 +210,8 @@ def remove_repetition(text: str) -> str:
         for sentence in _SENTENCE_SPLIT.split(body):
             key = _sentence_key(_HOLE_RX.sub(lambda m: f"<math{m.group(1)}>", sentence))
             if len(key) >= _MIN_DEDUP_CHARS and not re.fullmatch(r"(?:<math\d+>\s*)+", key):
-                if key in seen:
+                if seen.repeats(key):
                     continue
-                seen.add(key)
             kept.append(sentence)
         if kept:
             out.append(prefix + " ".join(kept))
@@ -186,13 +247,14 @@ def trim_cut_off(text: str) -> str:
 
 def clean_response(text: str, truncated: bool = False) -> str:
     """The reply as shown to the student. ``truncated``: generation stopped at the token limit."""
-    text = text.replace("\r\n", "\n")
+    # NUL marks the LaTeX holes below; a model has no business writing one.
+    text = text.replace("\r\n", "\n").replace("\x00", "")
     text = strip_special_tokens(text)
     text = strip_role_markers(text)
     held, spans = _protect_latex(text)
     held = remove_repetition(held)
     if truncated:
         held = trim_cut_off(held)
-    held = re.sub(r"[ \t]+\n", "\n", held)
+    held = TRAILING_SPACE.sub("\n", held)
     held = re.sub(r"\n{3,}", "\n\n", held).strip()
     return _restore_latex(held, spans)
