@@ -328,3 +328,22 @@ def test_gradio_client_as_an_admin_prunes_and_it_is_audited(school):
     (entry,) = [e for e in json.loads(cli(school["env"], "audit", "--json").stdout) if e["action"] == "cache.prune"]
     assert entry["actor"] == "ada" and entry["address"] == "127.0.0.1" and entry["detail"]["freed_bytes"] > 0
     assert Path(entry["target"]) == Path(tree.root)
+
+
+def test_probes_stay_open_and_metrics_need_an_admin(school):
+    url = school["url"]
+    assert httpx.get(url + "healthz", timeout=30).status_code == 200
+    assert httpx.get(url + "metrics", timeout=30).status_code == 401
+    student = cookie_of(sign_in(url, "sam", **{"X-Forwarded-For": "10.0.0.9"}))
+    assert httpx.get(url + "metrics", cookies={"mimir_session": student}, timeout=30).status_code == 401
+    admin = cookie_of(sign_in(url, "ada", **{"X-Forwarded-For": "10.0.0.9"}))
+    scraped = httpx.get(url + "metrics", cookies={"mimir_session": admin}, timeout=30)
+    assert scraped.status_code == 200 and "mimir_" in scraped.text
+
+
+def test_the_sign_in_cookie_is_found_among_other_apps_cookies(school):
+    url = school["url"]
+    token = cookie_of(sign_in(url, "sam", **{"X-Forwarded-For": "10.0.0.10"}))
+    header = f'_ga=GA1.1.1; other={{"json": [1, 2]}}; mimir_session={token}; theme=dark'
+    out = httpx.get(url + "gradio_api/info", headers={"Cookie": header}, timeout=30)
+    assert out.status_code == 200

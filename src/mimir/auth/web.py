@@ -31,7 +31,6 @@ import html
 import ipaddress
 import json
 import logging
-from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -362,16 +361,16 @@ def _headers(scope) -> dict[str, str]:
 
 
 def _cookie(headers: dict[str, str], name: str) -> str | None:
+    """The value of cookie ``name``. Parsed by hand: ``http.cookies`` gives up on the whole
+    header at the first cookie it dislikes, and other apps on the same host set cookies too."""
     raw = headers.get("cookie")
-    if not raw or len(raw) > 8192:
+    if not raw or len(raw) > 16384:
         return None
-    jar = SimpleCookie()
-    try:
-        jar.load(raw)
-    except Exception:  # a malformed Cookie header is no sign-in
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel else None
+    for part in raw.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip().strip('"') or None
+    return None
 
 
 def _set_cookie(scope, value: str, max_age: int) -> str:
