@@ -13,7 +13,7 @@ from mimir.errors import MimirError
 from mimir.models.spec import ModelSource, ModelSpec
 from mimir.runtime.manager import ModelManager
 from mimir.telemetry import Probe, ProcessProbe, Telemetry
-from mimir.telemetry.probes import max_rss_bytes
+from mimir.core.memory import max_rss_bytes
 
 MiB = 1024 * 1024
 
@@ -309,7 +309,7 @@ def test_without_gpu_libraries_gpu_fields_are_null(telemetry):
     rec = step.record
     if "torch" not in sys.modules or not sys.modules["torch"].cuda.is_available():
         assert rec.cuda_peak_allocated_bytes is None and rec.cuda_allocated_after_bytes is None
-    from mimir.telemetry.gpu import gpu_memory
+    from mimir.core.gpu import gpu_memory
 
     if not gpu_memory():
         assert rec.gpu_used_after_bytes is None and rec.gpu_devices == ()

@@ -41,7 +41,7 @@ from typing import Any
 
 from mimir.errors import ConfigError
 from mimir.models.spec import BUNDLED_PACKAGE_RESOURCE, ModelSource, ModelSpec
-from mimir.units import format_bytes, parse_duration, parse_size
+from mimir.units import parse_duration, parse_size
 
 #: Agent roles, in pipeline order. Each names the model id that serves it.
 ROLES: tuple[str, ...] = ("tool_decision", "routing", "thinking", "response")
@@ -78,10 +78,6 @@ class Budget:
     gpu_bytes: int | None = None
     #: The setting as written (``"auto"``, ``"60%"``, ``"1.5GiB"``), for display.
     ram_setting: str = "auto"
-
-    @property
-    def ram_str(self) -> str:
-        return format_bytes(self.ram_bytes)
 
 
 @dataclass(frozen=True)
@@ -353,7 +349,7 @@ def _parse_gpu_budget(raw: Any, src: str | None) -> int | None:
     if raw is None:
         return None
     if isinstance(raw, str) and raw.strip().lower() == "auto":
-        from mimir.telemetry.gpu import total_gpu_bytes
+        from mimir.core.gpu import total_gpu_bytes
 
         total = total_gpu_bytes()
         return int(total * AUTO_GPU_FRACTION) if total else None

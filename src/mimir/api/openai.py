@@ -129,7 +129,7 @@ def _tutor_runner(app: MimirApp, body) -> Callable[[Callable[[str], None]], dict
             persist=persist,
             max_tokens=body.max_tokens,
         )
-        from mimir.telemetry.records import step_json
+        from mimir.core.records import step_json
 
         return {
             "text": result.response,

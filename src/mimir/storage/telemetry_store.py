@@ -12,39 +12,14 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from mimir.runtime.manager import ModelEvent
+from mimir.core.events import ModelEvent
+from mimir.core.gpu import GpuMemory
+from mimir.core.records import STEP_COLUMNS, StepRecord, TurnRecord
 from mimir.storage.db import Database
-from mimir.telemetry.gpu import GpuMemory
-from mimir.telemetry.records import StepRecord, TurnRecord
 
-_STEP_COLUMNS = (
-    "step_id",
-    "session_id",
-    "turn_id",
-    "seq",
-    "name",
-    "agent",
-    "model",
-    "started_at",
-    "wall_s",
-    "tokens_in",
-    "tokens_out",
-    "rss_before_bytes",
-    "rss_after_bytes",
-    "rss_peak_bytes",
-    "system_available_bytes",
-    "cuda_allocated_before_bytes",
-    "cuda_allocated_after_bytes",
-    "cuda_reserved_after_bytes",
-    "cuda_peak_allocated_bytes",
-    "gpu_used_before_bytes",
-    "gpu_used_after_bytes",
-    "gpu_total_bytes",
-    "error",
-)
 _INSERT_STEP = (
-    f"INSERT INTO telemetry_steps ({', '.join(_STEP_COLUMNS)}, gpu_devices_json) "
-    f"VALUES ({', '.join('?' for _ in _STEP_COLUMNS)}, ?)"
+    f"INSERT INTO telemetry_steps ({', '.join(STEP_COLUMNS)}, gpu_devices_json) "
+    f"VALUES ({', '.join('?' for _ in STEP_COLUMNS)}, ?)"
 )
 _INSERT_EVENT = (
     "INSERT INTO telemetry_events (step_id, seq, kind, model_id, reason, estimate_bytes, measured_bytes, wall_s, device, at) "
@@ -198,7 +173,7 @@ class TelemetryStore:
 
 def _insert_step(conn: sqlite3.Connection, record: StepRecord) -> None:
     devices = json.dumps([asdict(d) for d in record.gpu_devices]) if record.gpu_devices else None
-    conn.execute(_INSERT_STEP, (*(getattr(record, c) for c in _STEP_COLUMNS), devices))
+    conn.execute(_INSERT_STEP, (*(getattr(record, c) for c in STEP_COLUMNS), devices))
     for seq, event in enumerate(record.events):
         _insert_event(conn, event, record.step_id, seq)
 
@@ -237,7 +212,7 @@ def _event(row: sqlite3.Row) -> ModelEvent:
 def _step(row: sqlite3.Row, events: tuple[ModelEvent, ...]) -> StepRecord:
     devices = tuple(GpuMemory(**d) for d in json.loads(row["gpu_devices_json"])) if row["gpu_devices_json"] else ()
     return StepRecord(
-        **{c: row[c] for c in _STEP_COLUMNS},
+        **{c: row[c] for c in STEP_COLUMNS},
         gpu_devices=devices,
         events=events,
     )

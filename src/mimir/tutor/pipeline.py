@@ -30,7 +30,7 @@ from mimir.models.base import ChatMessage, GenerationParams
 from mimir.runtime.manager import ModelManager
 from mimir.storage.conversations import ConversationStore, new_id
 from mimir.telemetry.recorder import Telemetry
-from mimir.telemetry.records import TurnRecord
+from mimir.core.records import TurnRecord
 from mimir.tutor.deciders import Deciders, DecisionOutcome, outcome
 from mimir.tutor.postprocess import clean_response, strip_special_tokens
 from mimir.tutor.prompts import PromptLibrary

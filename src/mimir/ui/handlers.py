@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from mimir.core.memory import process_rss_bytes
 from mimir.errors import InvalidInputError, MimirError, NotFoundError
+from mimir.tutor.summary import turn_status_line
 from mimir.ui import render
 from mimir.ui.chat import TurnRunner
 
@@ -93,7 +95,7 @@ class Handlers:
                 yield [*shown, {"role": "assistant", "content": answer}], gr.skip(), "", session_id, owned, gr.skip()
             elif event.kind == "done":
                 result = event.result
-                line = render.turn_status_line(result)
+                line = turn_status_line(result)
                 messages = render.answer_messages(
                     result.response, status=line, chart_path=result.chart_path,
                     chart_description=result.chart_description, notices=result.notices,
@@ -150,8 +152,6 @@ class Handlers:
         return (*outputs, None if turn_id == newest else turn_id)
 
     def _memory(self, picked: str | None, owned: list[str] | None, last_key: Any) -> tuple[tuple, str | None]:
-        import psutil
-
         from mimir.storage.telemetry_store import TelemetryStore
         from mimir.ui.plots import timeline_figure
 
@@ -159,7 +159,7 @@ class Handlers:
             status = self.app.manager.status()
             resident = _frame(render.resident_table(status))
             budget = render.budget_markdown(
-                status, ram_setting=self.app.settings.budget.ram_setting, rss_now_bytes=psutil.Process().memory_info().rss
+                status, ram_setting=self.app.settings.budget.ram_setting, rss_now_bytes=process_rss_bytes()
             )
             store = TelemetryStore(self.app.db)
             turns = store.turns(last=MEMORY_TURNS)
