@@ -24,12 +24,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mimir"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("units",),
     ("errors", "core"),
-    ("models",),
+    ("models", "ops_options"),
     ("config",),
     ("cache", "runtime", "storage"),
     ("telemetry", "inventory"),
     ("tutor",),
     ("app",),
+    ("ops",),
     ("api", "ui", "cli"),
 )
 

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mimir.config import Settings, load_settings
 from mimir.runtime.manager import ModelManager
@@ -39,6 +39,9 @@ class MimirApp:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._lock = threading.RLock()  # reentrant: building telemetry builds the db
+        #: The Prometheus registry /metrics serves (a ``mimir.ops.metrics.ServerMetrics``), once
+        #: the HTTP server installed it. Not typed by import: ``ops`` sits above the app.
+        self.server_metrics: Any = None
 
     @classmethod
     def from_config(cls, config: str | os.PathLike | None = None) -> MimirApp:
@@ -50,10 +53,11 @@ class MimirApp:
 
     @_built_once
     def db(self) -> Database:
-        """The SQLite database under ``MIMIR_HOME`` (opened and migrated on first use)."""
+        """The database: ``[storage] url`` / ``MIMIR_DATABASE_URL``, else the SQLite file under
+        ``MIMIR_HOME`` (opened and migrated on first use)."""
         from mimir.storage.db import Database
 
-        return Database.open(self.settings.db_path)
+        return Database.from_settings(self.settings)
 
     @_built_once
     def telemetry(self) -> Telemetry:

@@ -41,6 +41,7 @@ from typing import Any
 
 from mimir.errors import ConfigError
 from mimir.models.spec import BUNDLED_PACKAGE_RESOURCE, ModelSource, ModelSpec
+from mimir.ops_options import parse_ops_options
 from mimir.units import parse_duration, parse_size
 
 #: Agent roles, in pipeline order. Each names the model id that serves it.
@@ -52,7 +53,8 @@ AUTO_GPU_FRACTION = 0.9
 DECIDERS = ("rules", "model", "hybrid")
 DECISIONS = ("tool", "routing")
 
-_TOP_KEYS = {"home", "log_level", "budget", "models", "roles", "tutor", "telemetry", "server"}
+_TOP_KEYS = {"home", "log_level", "budget", "models", "roles", "tutor", "telemetry", "server", "storage"}
+_STORAGE_KEYS = {"url", "password_file", "pool_size", "instance"}
 _BUDGET_KEYS = {"memory", "gpu_memory", "keep_alive", "load_timeout"}
 _MODEL_KEYS = {
     "backend",
@@ -99,6 +101,20 @@ class TutorSettings:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """Where the state lives (see :mod:`mimir.storage.url`). ``url=None``: ``home/mimir.db``."""
+
+    #: ``postgresql://user@host:5432/db`` (no password), or ``None`` for the SQLite file.
+    url: str | None = None
+    #: A file holding the database password (a mounted secret); read when the database opens.
+    password_file: Path | None = None
+    #: Most connections one process keeps open to PostgreSQL.
+    pool_size: int = 5
+    #: This instance's name, stored with each turn (default: the host name).
+    instance: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     models: Mapping[str, ModelSpec]
@@ -110,6 +126,10 @@ class Settings:
     log_level: str = "WARNING"
     tutor: TutorSettings = field(default_factory=TutorSettings)
     telemetry: Mapping[str, Any] = field(default_factory=dict)
+    #: The ``[server]`` table as written; each part of the server parses its own keys
+    #: (metrics and health: :func:`mimir.ops_options.parse_ops_options`).
+    server: Mapping[str, Any] = field(default_factory=dict)
+    storage: StorageSettings = field(default_factory=StorageSettings)
     #: The file these settings came from, or ``None`` for built-in defaults.
     source: Path | None = None
 
@@ -122,6 +142,7 @@ class Settings:
 
     @property
     def db_path(self) -> Path:
+        """The default SQLite file (used when no ``[storage] url`` is set)."""
         return self.home / "mimir.db"
 
 
@@ -197,6 +218,9 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
 
     tutor = _parse_tutor(_table(data, "tutor", src), src, source)
     telemetry = _table(data, "telemetry", src)
+    server = _table(data, "server", src)
+    parse_ops_options(server, src)  # its keys fail at load time, like every other key
+    storage = _parse_storage(_table(data, "storage", src), env, src)
     return Settings(
         home=home,
         models=models,
@@ -207,6 +231,8 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
         log_level=log_level,
         tutor=tutor,
         telemetry=dict(telemetry),
+        server=dict(server),
+        storage=storage,
         source=source,
     )
 
@@ -229,6 +255,48 @@ def _check_keys(table: Mapping[str, Any], valid: set[str], prefix: str, src: str
             f"unknown key; valid keys: {', '.join(sorted(valid))}",
             source=src,
         )
+
+
+def _parse_storage(raw: Mapping[str, Any], env: Mapping[str, str], src: str | None) -> StorageSettings:
+    """``[storage]`` plus ``MIMIR_DATABASE_URL`` / ``MIMIR_DATABASE_PASSWORD_FILE`` / ``MIMIR_INSTANCE``."""
+    from urllib.parse import urlsplit
+
+    _check_keys(raw, _STORAGE_KEYS, "storage", src)
+    url = env.get("MIMIR_DATABASE_URL") or None
+    if url is None and raw.get("url") is not None:
+        url = raw["url"]
+        if not isinstance(url, str) or not url:
+            raise ConfigError("storage.url", "must be a URL string such as 'postgresql://mimir@db:5432/mimir'", source=src)
+        try:
+            inline = urlsplit(url).password is not None or "password=" in urlsplit(url).query.lower()
+        except ValueError:
+            inline = False
+        if inline:
+            # A secret in a config file ends up in backups and screenshots; never accept it.
+            raise ConfigError(
+                "storage.url",
+                "must not contain a password; use storage.password_file, MIMIR_DATABASE_PASSWORD or ~/.pgpass",
+                source=src,
+            )
+    if url is not None:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("postgresql", "postgres", "sqlite", ""):
+            raise ConfigError("storage.url", f"unknown scheme '{scheme}'; use postgresql://", source=src)
+    pw_file = env.get("MIMIR_DATABASE_PASSWORD_FILE") or raw.get("password_file")
+    if pw_file is not None and (not isinstance(pw_file, str) or not pw_file):
+        raise ConfigError("storage.password_file", "must be a file path", source=src)
+    pool_size = raw.get("pool_size", 5)
+    if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 100:
+        raise ConfigError("storage.pool_size", "must be an integer from 1 to 100", source=src)
+    instance = env.get("MIMIR_INSTANCE") or raw.get("instance")
+    if instance is not None and (not isinstance(instance, str) or not instance.strip() or len(instance) > 64):
+        raise ConfigError("storage.instance", "must be a name of 1 to 64 characters", source=src)
+    return StorageSettings(
+        url=url,
+        password_file=Path(pw_file).expanduser() if pw_file else None,
+        pool_size=pool_size,
+        instance=instance.strip() if instance else None,
+    )
 
 
 def _parse_models(raw: Any, src: str | None) -> dict[str, ModelSpec]:

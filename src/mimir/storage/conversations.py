@@ -1,4 +1,4 @@
-"""Tutor conversations in SQLite: sessions and their turns.
+"""Tutor conversations in the database (SQLite or PostgreSQL): sessions and their turns.
 
 A turn stores the student's message, the response (or the error of a failed turn), the
 active prompt-state flags, the graph tool's output, and its totals. Its per-step telemetry
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mimir.errors import NotFoundError
-from mimir.storage.db import Database
+from mimir.storage.db import Database, IntegrityError
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,16 @@ class ConversationStore:
     def create_session(self, title: str = "New session", session_id: str | None = None) -> str:
         sid = session_id or new_id("s")
         now = time.time()
-        with self.db.write() as conn:
-            conn.execute(
-                "INSERT INTO sessions (id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                (sid, title, now, now),
+        try:
+            self.db.transact(
+                lambda conn: conn.execute(
+                    "INSERT INTO sessions (id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                    (sid, title, now, now),
+                )
             )
+        except IntegrityError:  # a retried insert whose first commit landed
+            if not self.db.read("SELECT 1 FROM sessions WHERE id = ? AND created_at = ?", (sid, now)):
+                raise
         return sid
 
     def ensure_session(self, session_id: str | None, first_message: str = "") -> str:
@@ -120,7 +125,11 @@ class ConversationStore:
         wall_s: float | None = None,
     ) -> StoredTurn:
         now = time.time()
-        with self.db.write() as conn:
+
+        def store(conn) -> None:
+            # Touch the session first: on PostgreSQL this row lock orders concurrent turns of one
+            # session (two instances), so each reads the MAX(seq) the other committed.
+            conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
             seq = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE session_id = ?", (session_id,)
             ).fetchone()[0]
@@ -136,7 +145,16 @@ class ConversationStore:
             )
             title = conn.execute("SELECT title FROM sessions WHERE id = ?", (session_id,)).fetchone()[0]
             new_title = _title(user_message) if title == "New session" else title
-            conn.execute("UPDATE sessions SET updated_at = ?, title = ? WHERE id = ?", (now, new_title, session_id))
+            if new_title != title:
+                conn.execute("UPDATE sessions SET title = ? WHERE id = ?", (new_title, session_id))
+
+        # Retried with backoff if the server connection drops. A commit whose reply was lost
+        # may have landed: the retry then meets its own turn id, which counts as stored.
+        try:
+            self.db.transact(store)
+        except IntegrityError:
+            if not self.db.read("SELECT 1 FROM turns WHERE id = ? AND session_id = ?", (turn_id, session_id)):
+                raise
         return self.get_turn(turn_id)
 
     def get_turn(self, turn_id: str) -> StoredTurn:

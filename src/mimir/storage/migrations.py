@@ -5,19 +5,24 @@ is not yet in the ``_migrations`` table, each in one transaction with its record
 the schema, **append** a function decorated with ``@migration`` at the end of this file; never
 edit or reorder one that has shipped (databases out there already recorded it by name).
 
-A migration receives the connection inside the open transaction; use ``conn.execute`` per
-statement (``executescript`` would commit early).
+A migration receives the connection (:class:`~mimir.storage.dialect.Connection`) inside the
+open transaction; use ``conn.execute`` per statement. The same migrations run on SQLite and
+PostgreSQL, so write portable SQL: ``TEXT``, ``INTEGER`` (64-bit on both), ``REAL``
+(double on both), explicit text ids or ``INTEGER PRIMARY KEY`` for a row id (no
+``AUTOINCREMENT``), ``?`` placeholders, ``ON CONFLICT`` instead of ``INSERT OR ...``, and no
+engine-specific functions. ``tests/test_storage_db.py`` runs every migration on both engines.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
-MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = []
+from mimir.storage.dialect import Connection
+
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = []
 
 
-def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+def migration(fn: Callable[[Connection], None]) -> Callable[[Connection], None]:
     """Register ``fn`` as the next migration, named after the function."""
     if any(name == fn.__name__ for name, _ in MIGRATIONS):
         raise ValueError(f"migration {fn.__name__} is defined twice")
@@ -26,7 +31,7 @@ def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Con
 
 
 @migration
-def m001_telemetry_steps(conn: sqlite3.Connection) -> None:
+def m001_telemetry_steps(conn: Connection) -> None:
     """Per-step memory telemetry, the turns they belong to, and model-manager events."""
     conn.execute(
         """
@@ -100,7 +105,7 @@ def m001_telemetry_steps(conn: sqlite3.Connection) -> None:
 
 
 @migration
-def m002_conversations(conn: sqlite3.Connection) -> None:
+def m002_conversations(conn: Connection) -> None:
     """Tutor sessions and their turns; a turn's steps are telemetry_steps rows with its turn_id."""
     conn.execute(
         """

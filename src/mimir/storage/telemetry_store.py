@@ -1,4 +1,4 @@
-"""Step records in SQLite: save a turn (or a lone step) in one transaction, read them back.
+"""Step records in the database (SQLite or PostgreSQL): save a turn (or a lone step) in one transaction, read them back.
 
 Tables (see :mod:`mimir.storage.migrations`): ``telemetry_turns``, ``telemetry_steps`` (with
 ``session_id``/``turn_id`` text columns, to link them to the tutor's turns) and
@@ -8,14 +8,14 @@ Tables (see :mod:`mimir.storage.migrations`): ``telemetry_turns``, ``telemetry_s
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from mimir.core.events import ModelEvent
 from mimir.core.gpu import GpuMemory
 from mimir.core.records import STEP_COLUMNS, StepRecord, TurnRecord
-from mimir.storage.db import Database
+from mimir.storage.db import Connection, Database
+from mimir.storage.dialect import Row
 
 _INSERT_STEP = (
     f"INSERT INTO telemetry_steps ({', '.join(STEP_COLUMNS)}, gpu_devices_json) "
@@ -25,10 +25,11 @@ _INSERT_EVENT = (
     "INSERT INTO telemetry_events (step_id, seq, kind, model_id, reason, estimate_bytes, measured_bytes, wall_s, device, at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-#: Groups steps into turns; a step outside any turn is a group of its own.
+#: Groups steps into turns; a step outside any turn is a group of its own. The separator is
+#: the unit separator character written into the literal (``char()``/``chr()`` differ by engine).
 def _group(table: str = "") -> str:
     p = f"{table}." if table else ""
-    return f"COALESCE({p}session_id, '') || char(31) || COALESCE({p}turn_id, 'step:' || {p}step_id)"
+    return f"COALESCE({p}session_id, '') || '\x1f' || COALESCE({p}turn_id, 'step:' || {p}step_id)"
 
 
 @dataclass(frozen=True)
@@ -47,33 +48,34 @@ class TelemetryStore:
         self.db = db
 
     # -- writes (each one transaction) -------------------------------------------------
+    # Each is retried with backoff if the server connection drops (Database.transact).
     def save_step(self, record: StepRecord) -> None:
-        with self.db.write() as conn:
-            _insert_step(conn, record)
+        self.db.transact(lambda conn: _insert_step(conn, record))
 
     def save_turn(self, record: TurnRecord) -> None:
         """The turn and all its steps and events, in one transaction."""
-        with self.db.write() as conn:
-            conn.execute(
-                "INSERT INTO telemetry_turns (session_id, turn_id, started_at, wall_s, peak_rss_bytes, "
-                "cuda_peak_allocated_bytes, step_count, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.session_id,
-                    record.turn_id,
-                    record.started_at,
-                    record.wall_s,
-                    record.peak_rss_bytes,
-                    record.cuda_peak_allocated_bytes,
-                    len(record.steps),
-                    record.error,
-                ),
-            )
-            for step in record.steps:
-                _insert_step(conn, step)
+        self.db.transact(lambda conn: self._insert_turn(conn, record))
+
+    def _insert_turn(self, conn: Connection, record: TurnRecord) -> None:
+        conn.execute(
+            "INSERT INTO telemetry_turns (session_id, turn_id, started_at, wall_s, peak_rss_bytes, "
+            "cuda_peak_allocated_bytes, step_count, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.session_id,
+                record.turn_id,
+                record.started_at,
+                record.wall_s,
+                record.peak_rss_bytes,
+                record.cuda_peak_allocated_bytes,
+                len(record.steps),
+                record.error,
+            ),
+        )
+        for step in record.steps:
+            _insert_step(conn, step)
 
     def save_event(self, event: ModelEvent, step_id: str | None = None) -> None:
-        with self.db.write() as conn:
-            _insert_event(conn, event, step_id, 0)
+        self.db.transact(lambda conn: _insert_event(conn, event, step_id, 0))
 
     # -- reads ---------------------------------------------------------------------------
     def recent_steps(self, *, last_turns: int = 5, turn_id: str | None = None) -> list[StepRecord]:
@@ -88,12 +90,12 @@ class TelemetryStore:
         else:
             rows = self.db.read(
                 f"""
-                WITH groups AS (
+                WITH recent AS (
                     SELECT {_group()} AS g, MIN(started_at) AS t FROM telemetry_steps
-                    GROUP BY g ORDER BY MAX(started_at) DESC LIMIT ?
+                    GROUP BY {_group()} ORDER BY MAX(started_at) DESC LIMIT ?
                 )
-                SELECT s.* FROM telemetry_steps s JOIN groups ON {_group('s')} = groups.g
-                ORDER BY groups.t, s.seq, s.id
+                SELECT s.* FROM telemetry_steps s JOIN recent ON {_group('s')} = recent.g
+                ORDER BY recent.t, s.seq, s.id
                 """,
                 (max(0, last_turns),),
             )
@@ -102,18 +104,17 @@ class TelemetryStore:
     def turns(self, *, last: int = 20) -> list[TurnRecord]:
         """The last ``last`` stored turns (oldest first), with their steps."""
         turn_rows = self.db.read(
-            "SELECT * FROM (SELECT * FROM telemetry_turns ORDER BY started_at DESC, id DESC LIMIT ?) "
+            "SELECT * FROM (SELECT * FROM telemetry_turns ORDER BY started_at DESC, id DESC LIMIT ?) AS recent "
             "ORDER BY started_at, id",
             (max(0, last),),
         )
         out = []
         for t in turn_rows:
-            steps = self._with_events(
-                self.db.read(
-                    "SELECT * FROM telemetry_steps WHERE turn_id = ? AND session_id IS ? ORDER BY seq, id",
-                    (t["turn_id"], t["session_id"]),
-                )
-            )
+            if t["session_id"] is None:
+                sql, params = "SELECT * FROM telemetry_steps WHERE turn_id = ? AND session_id IS NULL", (t["turn_id"],)
+            else:
+                sql, params = "SELECT * FROM telemetry_steps WHERE turn_id = ? AND session_id = ?", (t["turn_id"], t["session_id"])
+            steps = self._with_events(self.db.read(sql + " ORDER BY seq, id", params))
             out.append(
                 TurnRecord(
                     session_id=t["session_id"],
@@ -156,7 +157,7 @@ class TelemetryStore:
         }
 
     # -- helpers -----------------------------------------------------------------------
-    def _with_events(self, rows: Sequence[sqlite3.Row]) -> list[StepRecord]:
+    def _with_events(self, rows: Sequence[Row]) -> list[StepRecord]:
         if not rows:
             return []
         ids = [r["step_id"] for r in rows]
@@ -171,14 +172,14 @@ class TelemetryStore:
         return [_step(r, tuple(events[r["step_id"]])) for r in rows]
 
 
-def _insert_step(conn: sqlite3.Connection, record: StepRecord) -> None:
+def _insert_step(conn: Connection, record: StepRecord) -> None:
     devices = json.dumps([asdict(d) for d in record.gpu_devices]) if record.gpu_devices else None
     conn.execute(_INSERT_STEP, (*(getattr(record, c) for c in STEP_COLUMNS), devices))
     for seq, event in enumerate(record.events):
         _insert_event(conn, event, record.step_id, seq)
 
 
-def _insert_event(conn: sqlite3.Connection, event: ModelEvent, step_id: str | None, seq: int) -> None:
+def _insert_event(conn: Connection, event: ModelEvent, step_id: str | None, seq: int) -> None:
     conn.execute(
         _INSERT_EVENT,
         (
@@ -196,7 +197,7 @@ def _insert_event(conn: sqlite3.Connection, event: ModelEvent, step_id: str | No
     )
 
 
-def _event(row: sqlite3.Row) -> ModelEvent:
+def _event(row: Row) -> ModelEvent:
     return ModelEvent(
         kind=row["kind"],
         model_id=row["model_id"],
@@ -209,7 +210,7 @@ def _event(row: sqlite3.Row) -> ModelEvent:
     )
 
 
-def _step(row: sqlite3.Row, events: tuple[ModelEvent, ...]) -> StepRecord:
+def _step(row: Row, events: tuple[ModelEvent, ...]) -> StepRecord:
     devices = tuple(GpuMemory(**d) for d in json.loads(row["gpu_devices_json"])) if row["gpu_devices_json"] else ()
     return StepRecord(
         **{c: row[c] for c in STEP_COLUMNS},

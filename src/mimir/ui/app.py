@@ -177,9 +177,11 @@ def create_app(app: MimirApp, *, fastapi_app: FastAPI | None = None) -> FastAPI:
         raise MissingExtraError("fastapi", "ui", "The web app") from None
     if fastapi_app is None:
         from mimir.api.openai import install
+        from mimir.api.ops import install_ops
 
         server = FastAPI(title="Mimir")
         install(server, app)  # /v1 routes first: Gradio, mounted at "/", takes the rest
+        install_ops(server, app)  # /healthz, /readyz, /metrics
     else:
         server = fastapi_app
     blocks = build_blocks(app)
