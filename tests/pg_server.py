@@ -95,6 +95,10 @@ class PostgresServer:
         if self.data.exists():
             self._run(find_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
 
+    def start_again(self) -> None:
+        """Start the server after :meth:`stop`, on the same port, with the same data."""
+        self._start_server()
+
     def restart(self, *, mode: str = "fast") -> None:
         """Stop the server (dropping every connection) and start it again on the same port."""
         self._run(find_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")

@@ -22,9 +22,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mimir"
 
 #: Bottom first. A part may import parts of lower layers only.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("units",),
+    ("units", "redact"),
     ("errors", "core"),
-    ("models", "ops_options"),
+    ("models", "ops_options", "auth"),
     ("config",),
     ("cache", "runtime", "storage"),
     ("telemetry", "inventory"),
@@ -42,7 +42,7 @@ SAME_LAYER_EXCEPTIONS: dict[str, set[str]] = {
 }
 
 #: Parts that may import nothing from Mimir but these (``core`` is the shared leaf).
-LEAVES: dict[str, set[str]] = {"units": set(), "errors": {"units"}, "core": {"units"}}
+LEAVES: dict[str, set[str]] = {"units": set(), "redact": set(), "errors": {"units", "redact"}, "core": {"units"}}
 
 
 def _module_name(path: Path, root: Path) -> tuple[str, bool]:

@@ -9,7 +9,8 @@ import psutil
 from mimir.core.events import ModelEvent
 from mimir.core.gpu import GpuMemory
 from mimir.core.memory import process_rss_bytes
-from mimir.core.records import CSV_COLUMNS, STEP_COLUMNS, STEP_JSON_KEYS, STEP_SQL_TYPES, StepRecord, step_json
+from mimir.cli.memory import CSV_COLUMNS
+from mimir.core.records import STEP_COLUMNS, STEP_CSV_COLUMNS, STEP_JSON_KEYS, STEP_SQL_TYPES, StepRecord, step_json
 from mimir.runtime.probe import process_footprint
 from mimir.storage.db import Database
 from mimir.storage.telemetry_store import TelemetryStore
@@ -29,7 +30,7 @@ PUBLISHED_CSV_COLUMNS = (
     "session_id", "turn_id", "seq", "name", "agent", "model", "started_at", "wall_s", "tokens_in", "tokens_out",
     "rss_before_bytes", "rss_after_bytes", "rss_peak_bytes", "rss_delta_bytes", "system_available_bytes",
     "cuda_allocated_after_bytes", "cuda_reserved_after_bytes", "cuda_peak_allocated_bytes", "gpu_used_after_bytes",
-    "gpu_total_bytes", "events", "error",
+    "gpu_total_bytes", "events", "error", "instance",
 )
 
 
@@ -41,13 +42,13 @@ def _in_order(published: tuple[str, ...], derived: tuple[str, ...]) -> bool:
 def test_published_json_keys_and_csv_columns_survive_in_their_order():
     assert _in_order(PUBLISHED_JSON_KEYS, STEP_JSON_KEYS)
     assert _in_order(PUBLISHED_CSV_COLUMNS, CSV_COLUMNS)
-    assert CSV_COLUMNS[:3] == ("session_id", "turn_id", "seq")
+    assert CSV_COLUMNS[:3] == ("session_id", "turn_id", "seq") and CSV_COLUMNS[-1] == "instance"
 
 
 def test_every_view_derives_from_the_dataclass_fields():
     fields = [f.name for f in dataclasses.fields(StepRecord)]
     derived = {"rss_delta_bytes"}
-    for view in (STEP_JSON_KEYS, STEP_COLUMNS, CSV_COLUMNS):
+    for view in (STEP_JSON_KEYS, STEP_COLUMNS, STEP_CSV_COLUMNS):
         assert set(view) - derived <= set(fields)
     assert set(STEP_COLUMNS) == set(STEP_SQL_TYPES)
     # the nested fields are stored elsewhere (gpu_devices_json, telemetry_events), never as a column
@@ -57,7 +58,7 @@ def test_every_view_derives_from_the_dataclass_fields():
 def test_the_migrated_table_has_exactly_the_declared_columns(tmp_path):
     with Database.open(tmp_path / "mimir.db") as db:
         cols = {r["name"]: r["type"] for r in db.read("PRAGMA table_info(telemetry_steps)")}
-    storage_own = {"id": "INTEGER", "gpu_devices_json": "TEXT"}
+    storage_own = {"id": "INTEGER", "gpu_devices_json": "TEXT", "instance_id": "TEXT"}
     assert cols == {**STEP_SQL_TYPES, **storage_own}, (
         "telemetry_steps and StepRecord disagree: add a migration for the new field "
         "(see the docstring of mimir.core.records)"

@@ -76,7 +76,7 @@ def test_a_failing_migration_leaves_nothing_half_done(db_target):
 
     with pytest.raises(StorageError) as info:
         Database.open(path, migrations=[*MIGRATIONS, ("m900_broken", m900_broken)])
-    assert path.label in str(info.value)
+    assert path.label.split("@")[-1] in str(info.value)  # (user info is redacted from errors)
     with Database.open(path) as db:
         assert "m900_broken" not in db.applied_migrations()
         assert "half" not in _tables(db)

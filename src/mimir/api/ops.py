@@ -37,14 +37,17 @@ OTHER_ROUTE = "other"
 
 
 def auth_enabled(app: MimirApp) -> bool:
-    """Whether user authentication is on. The auth layer (issue 10) answers this; until it
-    exists there are no users, so only the bearer token can guard /metrics."""
-    return False
+    """Whether user authentication is on (``[server] auth = "password"``)."""
+    return app.settings.auth.required
 
 
 def request_is_admin(request: Request, app: MimirApp) -> bool:
-    """Whether the request comes from a signed-in admin (answered by the auth layer, issue 10)."""
-    return False
+    """Whether the request comes from a signed-in admin (as the access guard decided). With
+    ``auth = "none"`` nobody signs in: the local user does not stand in for the token."""
+    from mimir.auth.web import principal_of
+
+    principal = principal_of(request)
+    return auth_enabled(app) and principal is not None and principal.can("manage_users")
 
 
 def queue_depth_of(app: MimirApp) -> Callable[[], int | None]:

@@ -8,7 +8,7 @@ JSON object ``mimir ask --json`` (and the tutor pipeline) prints for a turn.
 metadata :func:`step_field` gives them, are the only list of a step's fields. The others are
 derived from it: :data:`STEP_JSON_KEYS` (per-step keys of ``ask --json`` and the API),
 :data:`STEP_COLUMNS` (columns of the ``telemetry_steps`` table), :data:`STEP_SQL_TYPES` (their
-SQL types) and :data:`CSV_COLUMNS` (``mimir memory --csv``).
+SQL types) and :data:`STEP_CSV_COLUMNS` (the step's columns of ``mimir memory --csv``).
 
 To add a step field (for example ``tokens_evaluated``):
 
@@ -203,8 +203,8 @@ STEP_SQL_TYPES: dict[str, str] = {f.name: f.metadata["sql"] for f in dataclasses
 #: Leading columns of ``mimir memory --csv``: the turn a row belongs to, then its place in it.
 _CSV_LEAD = ("session_id", "turn_id", "seq")
 
-#: Columns of ``mimir memory --csv``, in order (events joined with "; ").
-CSV_COLUMNS: tuple[str, ...] = _CSV_LEAD + tuple(k for k in _step_keys("csv") if k not in _CSV_LEAD)
+#: The step record's columns of ``mimir memory --csv``, in order (events joined with "; ").
+STEP_CSV_COLUMNS: tuple[str, ...] = _CSV_LEAD + tuple(k for k in _step_keys("csv") if k not in _CSV_LEAD)
 
 
 def step_json(step: StepRecord) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 ``/readyz`` runs three checks, in order, and names the first part that fails:
 
-- ``database``: a write transaction can start (``BEGIN IMMEDIATE`` on a fresh connection,
-  bounded by a short busy timeout), so a database another process holds locked fails it;
+- ``database``: a write transaction can start on a fresh connection, within a short timeout
+  (SQLite: ``BEGIN IMMEDIATE``, so a file another process holds locked fails it; PostgreSQL:
+  the primary answers and the schema reads; see ``Database.check_writable``);
 - ``model``: the response role's model file is still on disk (for file sources);
 - ``generation``: a 1-token generation on the response role's model succeeds through the
   model manager (the same lease, budget and load path a turn uses), within a deadline.
@@ -16,7 +17,6 @@ stays visible, which is the point). Results are cached for ``cache_s`` so probes
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -109,18 +109,13 @@ class ReadinessProbe:
 
     # -- the checks ----------------------------------------------------------------------
     def _database(self) -> str:
-        path = self._app.settings.db_path
-        self._app.db  # opened and migrated once; a broken home fails here with its reason
-        conn = sqlite3.connect(str(path), timeout=min(DB_TIMEOUT_S, self.timeout_s), isolation_level=None)
+        from mimir.errors import StorageError
+
+        db = self._app.db  # opened and migrated once; a broken home fails here with its reason
         try:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise RuntimeError(f"{path}: {exc}") from None
-            conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-        return "a write transaction can start"
+            return db.check_writable(min(DB_TIMEOUT_S, self.timeout_s))
+        except StorageError as exc:
+            raise RuntimeError(f"{exc.path}: {exc.cause}") from None
 
     def _model_id(self) -> str:
         return self._app.settings.model_for_role(READY_ROLE)

@@ -37,6 +37,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import socket
 import sqlite3
 import threading
 import time
@@ -94,6 +95,9 @@ class Database:
     #: What may be shown of where it lives: the file path, or the URL without its password.
     label: str = ""
     retry_s: float = RETRY_S
+    #: This process's name, stored with each turn and step it writes (``[storage] instance``,
+    #: ``MIMIR_INSTANCE``; default: the host name).
+    instance: str = ""
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -105,6 +109,7 @@ class Database:
         min_free_bytes: int = MIN_FREE_BYTES,
         pool_size: int = 5,
         migrate: bool = True,
+        instance: str | None = None,
     ) -> Database:
         """Open (creating a SQLite file if needed), check it is usable, and migrate.
 
@@ -120,6 +125,7 @@ class Database:
             db: Database = PostgresDatabase.connect(target, pool_size=pool_size)
         else:
             db = SqliteDatabase.connect(target.path, min_free_bytes=min_free_bytes)
+        db.instance = instance or socket.gethostname()
         if migrate:
             try:
                 db.migrate(MIGRATIONS if migrations is None else migrations)
@@ -133,7 +139,9 @@ class Database:
         """The database ``settings`` name (``[storage] url``, else the SQLite file under home)."""
         from mimir.storage.url import storage_target
 
-        return cls.open(storage_target(settings), pool_size=settings.storage.pool_size, **kwargs)
+        return cls.open(
+            storage_target(settings), pool_size=settings.storage.pool_size, instance=settings.storage.instance, **kwargs
+        )
 
     # -- migrations ----------------------------------------------------------------------
     def migrate(self, migrations: Sequence[tuple[str, Migration]]) -> list[str]:
@@ -208,6 +216,13 @@ class Database:
                     raise
             time.sleep(delay)  # the server is restarting or the network is back soon: back off
             delay = min(delay * 2, 2.0)
+
+    def check_writable(self, timeout_s: float) -> str:  # pragma: no cover - each engine defines it
+        """Whether a write transaction can start now, on a fresh connection, within ``timeout_s``.
+
+        Returns what was checked; raises :class:`StorageError` saying why not (``/readyz``).
+        """
+        raise NotImplementedError
 
     def try_slot(self, key: str, limit: int) -> SlotLease | None:  # pragma: no cover - each engine defines it
         """Take one of ``limit`` slots named ``key`` (e.g. a user's concurrent turns), or None if all are held.
@@ -320,6 +335,20 @@ class SqliteDatabase(Database):
 
     def _in_transaction(self) -> bool:
         return self._conn.in_transaction
+
+    def check_writable(self, timeout_s: float) -> str:
+        """``BEGIN IMMEDIATE`` on a fresh connection: a file another process holds locked fails it."""
+        self._check_open()
+        conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+        try:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageError(self.label, _explain(exc)) from None
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        return "a write transaction can start"
 
     def try_slot(self, key: str, limit: int) -> SlotLease | None:
         """Slots as lock files next to the database (``locks/``), held with ``flock``: the OS frees

@@ -140,3 +140,72 @@ def m002_conversations(conn: Connection) -> None:
         """
     )
     conn.execute("CREATE INDEX turns_session ON turns (session_id, seq)")
+
+
+@migration
+def m003_accounts(conn: Connection) -> None:
+    """Users and roles, API keys, web sign-ins, the audit log, and who owns each session.
+
+    Portable SQL (PostgreSQL too): TEXT ids made by the application, REAL epoch seconds, no
+    AUTOINCREMENT. Sessions stored before this migration keep ``owner_id`` NULL: they
+    belong to the local user of ``auth = "none"``, and teachers and admins can read them.
+    """
+    conn.execute(
+        """
+        CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('student', 'teacher', 'admin')),
+            password_hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            secret_digest TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX api_keys_user ON api_keys (user_id)")
+    conn.execute(
+        """
+        CREATE TABLE web_logins (
+            token_digest TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX web_logins_user ON web_logins (user_id)")
+    conn.execute(
+        """
+        CREATE TABLE audit_log (
+            id TEXT PRIMARY KEY,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT,
+            detail TEXT,
+            address TEXT
+        )
+        """
+    )
+    conn.execute("CREATE INDEX audit_log_at ON audit_log (at)")
+    conn.execute("ALTER TABLE sessions ADD COLUMN owner_id TEXT")
+    conn.execute("CREATE INDEX sessions_owner ON sessions (owner_id, updated_at)")
+
+
+@migration
+def m004_instance_ids(conn: Connection) -> None:
+    """Which Mimir instance stored each turn and step (several instances can share one database)."""
+    conn.execute("ALTER TABLE turns ADD COLUMN instance_id TEXT")
+    conn.execute("ALTER TABLE telemetry_turns ADD COLUMN instance_id TEXT")
+    conn.execute("ALTER TABLE telemetry_steps ADD COLUMN instance_id TEXT")

@@ -64,6 +64,12 @@ class PostgresDatabase(Database):
         kwargs: dict[str, Any] = {"row_factory": row_factory, "connect_timeout": int(CONNECT_TIMEOUT_S)}
         if "password" in info:
             kwargs["password"] = info["password"]
+        # One direct attempt first: a refused connection, a wrong password or a missing database
+        # fails now, in one line with the server's reason (the pool would only log and wait).
+        try:
+            psycopg.connect(info["conninfo"], **{k: v for k, v in kwargs.items() if k != "row_factory"}).close()
+        except psycopg.Error as exc:
+            raise StorageError(target.label, f"cannot connect: {target.scrub(_first_line(exc))}") from None
         pool = ConnectionPool(
             info["conninfo"],
             kwargs=kwargs,
@@ -76,16 +82,7 @@ class PostgresDatabase(Database):
         )
         try:
             pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
-        except PoolTimeout:
-            pool.close()
-            # One direct attempt, for the server's own reason (refused, auth, no such database).
-            reason = "no connection within the timeout"
-            try:
-                psycopg.connect(info["conninfo"], **{k: v for k, v in kwargs.items() if k != "row_factory"}).close()
-            except psycopg.Error as exc:
-                reason = _first_line(exc)
-            raise StorageError(target.label, f"cannot connect: {target.scrub(reason)}") from None
-        except psycopg.Error as exc:
+        except (PoolTimeout, psycopg.Error) as exc:
             pool.close()
             raise StorageError(target.label, f"cannot connect: {target.scrub(_first_line(exc))}") from None
         return cls(target, pool)
@@ -162,6 +159,24 @@ class PostgresDatabase(Database):
 
     def _explain(self, exc: BaseException) -> str:
         return self.target.scrub(_first_line(exc))
+
+    def check_writable(self, timeout_s: float) -> str:
+        """A fresh connection within ``timeout_s`` to a primary (not a read-only standby) that reads the schema."""
+        self._check_open()
+        psycopg = self._psycopg
+        info = self.target.conninfo()
+        try:
+            with psycopg.connect(
+                info["conninfo"], password=info.get("password"), autocommit=True, connect_timeout=max(1, round(timeout_s))
+            ) as conn:
+                ms = max(1, int(timeout_s * 1000))
+                conn.execute(f"SET statement_timeout = {ms}")
+                if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    raise StorageError(self.label, "the server is a read-only standby")
+                conn.execute("SELECT COUNT(*) FROM _migrations").fetchone()
+        except psycopg.Error as exc:
+            raise StorageError(self.label, self._explain(exc)) from None
+        return "the primary server answers and the schema is readable"
 
     # -- slots across instances ------------------------------------------------------------
     def try_slot(self, key: str, limit: int) -> SlotLease | None:
