@@ -29,8 +29,9 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def db(tmp_path):
-    with Database.open(tmp_path / "mimir.db") as database:
+def db(db_target):
+    """Accounts on both engines: a SQLite file and a real PostgreSQL database."""
+    with Database.open(db_target) as database:
         yield database
 
 

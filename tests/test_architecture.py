@@ -24,9 +24,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mimir"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("units", "redact"),
     ("errors", "core"),
-    ("models", "ops_options", "auth"),
+    ("models", "ops_options", "auth", "mathcheck"),
+    ("storage",),
     ("config",),
-    ("cache", "runtime", "storage"),
+    ("cache", "runtime"),
     ("telemetry", "inventory"),
     ("tutor",),
     ("app",),
@@ -53,6 +54,10 @@ def _module_name(path: Path, root: Path) -> tuple[str, bool]:
     return ".".join(parts), is_package
 
 
+def _is_part(root: Path, name: str) -> bool:
+    return (root / f"{name}.py").is_file() or (root / name / "__init__.py").is_file()
+
+
 def import_edges(root: Path = SRC) -> list[tuple[str, str, str]]:
     """``(importing module, importing part, imported part)`` for each cross-part import."""
     edges = []
@@ -71,8 +76,8 @@ def import_edges(root: Path = SRC) -> list[tuple[str, str, str]]:
                 else:
                     target = node.module or ""
                 targets = [target]
-                if target == "mimir":  # from mimir import config
-                    targets = [f"mimir.{a.name}" for a in node.names]
+                if target == "mimir":  # from mimir import config (not: from mimir import __version__)
+                    targets = [f"mimir.{a.name}" for a in node.names if _is_part(root, a.name)]
             for target in targets:
                 bits = target.split(".")
                 if bits[0] == "mimir" and len(bits) > 1 and bits[1] != part:

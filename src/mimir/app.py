@@ -106,6 +106,8 @@ class MimirApp:
         return Tutor(self.settings, self.manager, self.telemetry, self.conversations)
 
     def close(self) -> None:
+        if "tutor" in self.__dict__:
+            self.tutor.close()  # the math worker process
         if "manager" in self.__dict__:
             self.manager.close()
         # After the manager, so its shutdown unloads are recorded; before the database.

@@ -62,7 +62,7 @@ class TelemetryStore:
     # -- writes (each one transaction) -------------------------------------------------
     # Each is retried with backoff if the server connection drops (Database.transact).
     def save_step(self, record: StepRecord) -> None:
-        self.db.transact(lambda conn: _insert_step(conn, record, self.db.instance or None))
+        self.db.transact(lambda conn: _insert_steps(conn, (record,), self.db.instance or None))
 
     def save_turn(self, record: TurnRecord) -> None:
         """The turn and all its steps and events, in one transaction."""
@@ -84,8 +84,7 @@ class TelemetryStore:
                 self.db.instance or None,
             ),
         )
-        for step in record.steps:
-            _insert_step(conn, step, self.db.instance or None)
+        _insert_steps(conn, record.steps, self.db.instance or None)
 
     def save_event(self, event: ModelEvent, step_id: str | None = None) -> None:
         self.db.transact(lambda conn: _insert_event(conn, event, step_id, 0))
@@ -224,29 +223,36 @@ class TelemetryStore:
         return [_step(r, tuple(events[r["step_id"]])) for r in rows]
 
 
-def _insert_step(conn: Connection, record: StepRecord, instance: str | None) -> None:
-    devices = json.dumps([asdict(d) for d in record.gpu_devices]) if record.gpu_devices else None
-    values = tuple(_clean(getattr(record, c)) if c == "error" else getattr(record, c) for c in STEP_COLUMNS)
-    conn.execute(_INSERT_STEP, (*values, devices, instance))
-    for seq, event in enumerate(record.events):
-        _insert_event(conn, event, record.step_id, seq)
+def _insert_steps(conn: Connection, records: Sequence[StepRecord], instance: str | None) -> None:
+    """Steps and their events with one ``executemany`` each (psycopg pipelines it: one round trip)."""
+    step_rows, event_rows = [], []
+    for record in records:
+        devices = json.dumps([asdict(d) for d in record.gpu_devices]) if record.gpu_devices else None
+        values = tuple(_clean(getattr(record, c)) if c == "error" else getattr(record, c) for c in STEP_COLUMNS)
+        step_rows.append((*values, devices, instance))
+        event_rows.extend(_event_row(event, record.step_id, seq) for seq, event in enumerate(record.events))
+    if step_rows:
+        conn.executemany(_INSERT_STEP, step_rows)
+    if event_rows:
+        conn.executemany(_INSERT_EVENT, event_rows)
 
 
 def _insert_event(conn: Connection, event: ModelEvent, step_id: str | None, seq: int) -> None:
-    conn.execute(
-        _INSERT_EVENT,
-        (
-            step_id,
-            seq,
-            event.kind,
-            event.model_id,
-            _clean(event.reason),
-            event.estimate_bytes,
-            event.measured_bytes,
-            event.wall_s,
-            event.device,
-            event.at,
-        ),
+    conn.execute(_INSERT_EVENT, _event_row(event, step_id, seq))
+
+
+def _event_row(event: ModelEvent, step_id: str | None, seq: int) -> tuple:
+    return (
+        step_id,
+        seq,
+        event.kind,
+        event.model_id,
+        _clean(event.reason),
+        event.estimate_bytes,
+        event.measured_bytes,
+        event.wall_s,
+        event.device,
+        event.at,
     )
 
 

@@ -11,6 +11,7 @@ configured ids. No session, turn or user ids ever become a label.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from mimir.errors import MissingExtraError
@@ -44,7 +45,8 @@ class MetricsSink(Sink):
     """Counts every step, turn and model event into ``registry``. Cheap and thread-safe
     (``prometheus_client`` metrics lock per value), so it runs in the generating thread."""
 
-    def __init__(self, registry: CollectorRegistry):
+    def __init__(self, registry: CollectorRegistry, models: Iterable[str] = ()):
+        """``models``: configured ids whose event counters exist (at 0) before any event."""
         pc = prometheus()
         self.registry = registry
         self.step_duration = pc.Histogram(
@@ -66,7 +68,10 @@ class MetricsSink(Sink):
             for kind, name in _EVENT_COUNTERS.items()
         }
         for status in ("ok", "error"):
-            self.turns.labels(status=status)  # both series exist from the start (rate() needs them)
+            self.turns.labels(status=status)  # series exist from the start (rate() and alerts need them)
+        for model in models:
+            for counter in self.events.values():
+                counter.labels(model=model)
 
     def on_step(self, record: StepRecord) -> None:
         model = record.model or NO_MODEL
