@@ -30,6 +30,7 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture
 def db(db_target):
+    """Accounts on both engines: a SQLite file and a real PostgreSQL database."""
     with Database.open(db_target) as database:
         yield database
 
