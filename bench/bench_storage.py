@@ -39,7 +39,7 @@ from mimir.storage.conversations import ConversationStore  # noqa: E402
 from mimir.storage.db import Database  # noqa: E402
 from mimir.storage.telemetry_store import TelemetryStore  # noqa: E402
 from mimir.storage.url import StorageTarget  # noqa: E402
-from mimir.telemetry.records import StepRecord, TurnRecord  # noqa: E402
+from mimir.core.records import StepRecord, TurnRecord  # noqa: E402
 from mimir.telemetry.sinks import SqliteSink  # noqa: E402
 
 STEPS_PER_TURN = 5

@@ -1,5 +1,5 @@
-"""Users, roles, API keys, web sign-ins, the audit log and the accounts migration, on real
-SQLite files with real argon2 hashes."""
+"""Users, roles, API keys, web sign-ins, the audit log and the accounts migration, with real
+argon2 hashes, on both engines (a SQLite file, a real PostgreSQL server)."""
 
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def test_math_records_round_trip(db_target):
 def test_big_numbers_keep_their_width(db_target):
     """Byte counts beyond 32 bits and time.time() values survive unrounded on both engines."""
     from mimir.storage.telemetry_store import TelemetryStore
-    from mimir.telemetry.records import StepRecord
+    from mimir.core.records import StepRecord
 
     fields = {f: None for f in StepRecord.__dataclass_fields__}
     fields.update(

@@ -11,13 +11,12 @@ import logging
 import os
 import threading
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mimir.config import Settings, load_settings
 from mimir.runtime.manager import ModelManager
 
 if TYPE_CHECKING:
-    from mimir.ops.metrics import ServerMetrics
     from mimir.storage.accounts import AccountStore
     from mimir.storage.audit import AuditLog
     from mimir.storage.conversations import ConversationStore
@@ -42,8 +41,9 @@ class MimirApp:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._lock = threading.RLock()  # reentrant: building telemetry builds the db
-        #: The Prometheus registry /metrics serves, once the HTTP server installed it.
-        self.server_metrics: ServerMetrics | None = None
+        #: The Prometheus registry /metrics serves (a ``mimir.ops.metrics.ServerMetrics``), once
+        #: the HTTP server installed it. Not typed by import: ``ops`` sits above the app.
+        self.server_metrics: Any = None
 
     @classmethod
     def from_config(cls, config: str | os.PathLike | None = None) -> MimirApp:

@@ -48,7 +48,8 @@ from typing import Any
 from mimir.auth.options import AuthOptions, parse_auth_options
 from mimir.errors import ConfigError
 from mimir.models.spec import BUNDLED_PACKAGE_RESOURCE, ModelSource, ModelSpec
-from mimir.units import format_bytes, parse_duration, parse_size
+from mimir.ops_options import parse_ops_options
+from mimir.units import parse_duration, parse_size
 
 #: Agent roles, in pipeline order. Each names the model id that serves it.
 ROLES: tuple[str, ...] = ("tool_decision", "routing", "thinking", "response")
@@ -86,10 +87,6 @@ class Budget:
     gpu_bytes: int | None = None
     #: The setting as written (``"auto"``, ``"60%"``, ``"1.5GiB"``), for display.
     ram_setting: str = "auto"
-
-    @property
-    def ram_str(self) -> str:
-        return format_bytes(self.ram_bytes)
 
 
 @dataclass(frozen=True)
@@ -165,7 +162,7 @@ class Settings:
     tutor: TutorSettings = field(default_factory=TutorSettings)
     telemetry: Mapping[str, Any] = field(default_factory=dict)
     #: The ``[server]`` table as written; each part of the server parses its own keys
-    #: (metrics and health: :func:`mimir.ops.options.parse_ops_options`).
+    #: (metrics and health: :func:`mimir.ops_options.parse_ops_options`).
     server: Mapping[str, Any] = field(default_factory=dict)
     #: ``[server]`` auth keys, parsed (:func:`mimir.auth.options.parse_auth_options`).
     auth: AuthOptions = field(default_factory=AuthOptions)
@@ -261,8 +258,6 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
     tutor = _parse_tutor(_table(data, "tutor", src), src, source)
     telemetry = _table(data, "telemetry", src)
     server = _table(data, "server", src)
-    from mimir.ops.options import parse_ops_options
-
     parse_ops_options(server, src)  # its keys fail at load time, like every other key
     auth = parse_auth_options(server, src)
     storage = _parse_storage(_table(data, "storage", src), env, src)
@@ -489,7 +484,7 @@ def _parse_gpu_budget(raw: Any, src: str | None) -> int | None:
     if raw is None:
         return None
     if isinstance(raw, str) and raw.strip().lower() == "auto":
-        from mimir.telemetry.gpu import total_gpu_bytes
+        from mimir.core.gpu import total_gpu_bytes
 
         total = total_gpu_bytes()
         return int(total * AUTO_GPU_FRACTION) if total else None

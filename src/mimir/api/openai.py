@@ -192,7 +192,7 @@ def _tutor_runner(app: MimirApp, body, session: str | None) -> Callable[[Callabl
             persist=persist,
             max_tokens=body.max_tokens,
         )
-        from mimir.telemetry.records import step_json
+        from mimir.core.records import step_json
 
         return {
             "text": result.response,

@@ -8,7 +8,6 @@ serves a role.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -189,13 +188,6 @@ class LoadedModel(ABC):
             else:
                 hi = mid - 1
         return text[:lo]
-
-
-def log_softmax_pick(logits: Sequence[float], index: int) -> float:
-    """log p(index) from raw logits, numerically stable."""
-    top = max(logits)
-    total = sum(math.exp(x - top) for x in logits)
-    return logits[index] - top - math.log(total)
 
 
 class Backend(ABC):

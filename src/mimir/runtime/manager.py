@@ -40,8 +40,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from mimir.core.events import EventKind, ModelEvent
+from mimir.core.memory import release_freed_memory
 from mimir.errors import (
     BudgetExceededError,
     DeviceOutOfMemoryError,
@@ -63,30 +65,13 @@ from mimir.runtime.policy import (
     next_expiry,
     pick_victims,
 )
-from mimir.runtime.probe import process_footprint, release_freed_memory
+from mimir.runtime.probe import process_footprint
 from mimir.units import format_bytes
 
 if TYPE_CHECKING:
     from mimir.config import Settings
 
 log = logging.getLogger(__name__)
-
-EventKind = Literal["load", "load_failed", "evict", "unload"]
-
-
-@dataclass(frozen=True)
-class ModelEvent:
-    """Something the manager did to a model. ``measured_bytes`` is the RSS (or CUDA) delta."""
-
-    kind: EventKind
-    model_id: str
-    reason: str
-    estimate_bytes: int
-    measured_bytes: int | None = None
-    wall_s: float | None = None
-    device: str = "ram"
-    at: float = field(default_factory=time.time)
-
 
 @dataclass(frozen=True)
 class ResidentModel:

@@ -11,42 +11,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from mimir.core.events import ModelEvent
+from mimir.core.gpu import GpuMemory
+from mimir.core.records import STEP_COLUMNS, StepRecord, TurnRecord
 from mimir.redact import redact_secrets
-from mimir.runtime.manager import ModelEvent
 from mimir.storage.conversations import ANY_OWNER
 from mimir.storage.db import Connection, Database
 from mimir.storage.dialect import Row
-from mimir.telemetry.gpu import GpuMemory
-from mimir.telemetry.records import StepRecord, TurnRecord
 
-_STEP_COLUMNS = (
-    "step_id",
-    "session_id",
-    "turn_id",
-    "seq",
-    "name",
-    "agent",
-    "model",
-    "started_at",
-    "wall_s",
-    "tokens_in",
-    "tokens_out",
-    "rss_before_bytes",
-    "rss_after_bytes",
-    "rss_peak_bytes",
-    "system_available_bytes",
-    "cuda_allocated_before_bytes",
-    "cuda_allocated_after_bytes",
-    "cuda_reserved_after_bytes",
-    "cuda_peak_allocated_bytes",
-    "gpu_used_before_bytes",
-    "gpu_used_after_bytes",
-    "gpu_total_bytes",
-    "error",
-)
 _INSERT_STEP = (
-    f"INSERT INTO telemetry_steps ({', '.join(_STEP_COLUMNS)}, gpu_devices_json, instance_id) "
-    f"VALUES ({', '.join('?' for _ in _STEP_COLUMNS)}, ?, ?)"
+    f"INSERT INTO telemetry_steps ({', '.join(STEP_COLUMNS)}, gpu_devices_json, instance_id) "
+    f"VALUES ({', '.join('?' for _ in STEP_COLUMNS)}, ?, ?)"
 )
 _INSERT_EVENT = (
     "INSERT INTO telemetry_events (step_id, seq, kind, model_id, reason, estimate_bytes, measured_bytes, wall_s, device, at) "
@@ -253,7 +228,7 @@ def _insert_steps(conn: Connection, records: Sequence[StepRecord], instance: str
     step_rows, event_rows = [], []
     for record in records:
         devices = json.dumps([asdict(d) for d in record.gpu_devices]) if record.gpu_devices else None
-        values = tuple(_clean(getattr(record, c)) if c == "error" else getattr(record, c) for c in _STEP_COLUMNS)
+        values = tuple(_clean(getattr(record, c)) if c == "error" else getattr(record, c) for c in STEP_COLUMNS)
         step_rows.append((*values, devices, instance))
         event_rows.extend(_event_row(event, record.step_id, seq) for seq, event in enumerate(record.events))
     if step_rows:
@@ -302,7 +277,7 @@ def _event(row: Row) -> ModelEvent:
 def _step(row: Row, events: tuple[ModelEvent, ...]) -> StepRecord:
     devices = tuple(GpuMemory(**d) for d in json.loads(row["gpu_devices_json"])) if row["gpu_devices_json"] else ()
     return StepRecord(
-        **{c: row[c] for c in _STEP_COLUMNS},
+        **{c: row[c] for c in STEP_COLUMNS},
         gpu_devices=devices,
         events=events,
     )

@@ -33,7 +33,7 @@ from mimir.models.base import ChatMessage, GenerationParams
 from mimir.runtime.manager import ModelManager
 from mimir.storage.conversations import ConversationStore, new_id
 from mimir.telemetry.recorder import Telemetry
-from mimir.telemetry.records import TurnRecord
+from mimir.core.records import TurnRecord
 from mimir.mathcheck.worker import MathWorker
 from mimir.tutor.deciders import Deciders, DecisionOutcome, outcome
 from mimir.tutor.mathstep import MathNotes, MathStep
