@@ -81,10 +81,28 @@ def test_context_guard_trims_instead_of_crashing():
         small.close()
 
 
-def test_truncation_notice_is_visible_to_the_model(model):
-    text = model.truncate_text("alpha beta gamma " * 100, 10)
-    assert model.count_tokens(text) <= 10
-    assert TRUNCATION_NOTICE.strip().startswith("[")
+def evaluated_text(model) -> str:
+    """What the llama.cpp context really holds: the tokens it evaluated, detokenized."""
+    llm = model._llm
+    return llm.detokenize(list(llm.input_ids[: llm.n_tokens]), special=True).decode("utf-8", errors="replace")
+
+
+def test_truncation_notice_is_visible_to_the_model():
+    spec = replace(bundled_model_spec(), context_length=256)
+    small = LlamaCppBackend().load(spec)
+    try:
+        question = "alpha beta gamma " * 200 + "OMEGA-TAIL"
+        out = small.chat([ChatMessage("user", question)], GenerationParams(max_tokens=8, temperature=0))
+        assert out.truncated_input
+        given = evaluated_text(small)
+        # The model was given the start of the message, then the notice; the cut tail never
+        # reached it.
+        assert TRUNCATION_NOTICE.strip() in given
+        assert given.index("alpha beta gamma") < given.index(TRUNCATION_NOTICE.strip())
+        assert "OMEGA-TAIL" not in given
+        assert small._llm.n_tokens <= 256
+    finally:
+        small.close()
 
 
 def test_score_choices_prefers_the_obvious_answer(model):

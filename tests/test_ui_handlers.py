@@ -85,20 +85,35 @@ def test_start_session_checks_input_before_creating_anything():
         assert runner.start_session("again", sid) == sid
 
 
-def test_a_second_turn_waits_in_line_and_says_so():
-    with scripted_app() as app:
+def test_a_second_visitors_turn_waits_in_line_and_says_so():
+    # Two real turns at once. The first visitor's turn is held inside the tutor pipeline: its
+    # model needs memory that a lease on "blocker" holds (the manager waits for it), so it
+    # keeps running for as long as the test holds that lease, without any timing.
+    blocker = {"blocker": {"backend": "scripted", "path": "b", "options": {"size_bytes": 60 * MiB}}}
+    with scripted_app({"size_bytes": 60 * MiB}, budget="100MiB", extra_models=blocker) as app:
         runner = TurnRunner(app)
-        session = runner.start_session("first", None)
-        other = app.queue.enter("browser:another-visitor")  # another visitor's turn holds the slot
-        stream = runner.stream("Is 7 prime?", session, user="browser:me")
-        first = next(stream)
-        assert (first.kind, first.text) == ("status", waiting_text(1))
-        assert app.conversations.turns(session) == []  # it has not started
-        assert app.queue.depth == 1
-        other.release()
-        rest = list(stream)
-        assert rest[-1].kind == "done"
-        assert app.queue.depth == 0 and app.queue.running == 0
+        alice = runner.start_session("What is summation?", None)
+        bob = runner.start_session("Is 7 prime?", None)
+        with app.manager.use("blocker"):
+            first = runner.stream("What is summation?", alice, user="browser:alice")
+            started = next(first)
+            assert started.kind == "status" and started.text.startswith("loading model 'default'")
+            second = runner.stream("Is 7 prime?", bob, user="browser:bob")
+            waiting = next(second)
+            assert (waiting.kind, waiting.text) == ("status", waiting_text(1))
+            assert app.queue.depth == 1
+            assert app.manager.status().get("default") is None  # the first turn is still waiting
+        first_events = list(first)
+        assert first_events[-1].kind == "done"
+        second_events = list(second)
+        assert second_events[-1].kind == "done"
+        # The second turn ran after the first: it found the model the first one loaded.
+        assert [e.text for e in second_events if e.kind == "status"] == []
+        assert "".join(e.text for e in first_events if e.kind == "text") == REPLY
+        assert "".join(e.text for e in second_events if e.kind == "text") == REPLY
+        (a_turn,) = app.conversations.turns(alice)
+        (b_turn,) = app.conversations.turns(bob)
+        assert a_turn.status == b_turn.status == "ok"
 
 
 def test_one_visitor_cannot_run_two_turns_at_once():

@@ -11,13 +11,12 @@ import logging
 import os
 import threading
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mimir.config import Settings, load_settings
 from mimir.runtime.manager import ModelManager
 
 if TYPE_CHECKING:
-    from mimir.ops.metrics import ServerMetrics
     from mimir.runtime.admission import Admission
     from mimir.storage.accounts import AccountStore
     from mimir.storage.audit import AuditLog
@@ -46,8 +45,9 @@ class MimirApp:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._lock = threading.RLock()  # reentrant: building telemetry builds the db
-        #: The Prometheus registry /metrics serves, once the HTTP server installed it.
-        self.server_metrics: ServerMetrics | None = None
+        #: The Prometheus registry /metrics serves (a ``mimir.ops.metrics.ServerMetrics``), once
+        #: the HTTP server installed it. Not typed by import: ``ops`` sits above the app.
+        self.server_metrics: Any = None
 
     @classmethod
     def from_config(cls, config: str | os.PathLike | None = None) -> MimirApp:
@@ -147,6 +147,8 @@ class MimirApp:
         )
 
     def close(self) -> None:
+        if "tutor" in self.__dict__:
+            self.tutor.close()  # the math worker process
         if "manager" in self.__dict__:
             self.manager.close()
         # After the manager, so its shutdown unloads are recorded; before the database.

@@ -200,7 +200,7 @@ def _tutor_runner(app: MimirApp, body, session: str | None) -> Callable[[Callabl
             max_tokens=body.max_tokens,
             control=control,
         )
-        from mimir.telemetry.records import step_json
+        from mimir.core.records import step_json
 
         return {
             "text": result.response,

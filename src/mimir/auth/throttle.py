@@ -1,7 +1,8 @@
 """Slowing down password guessing: per address and per user name.
 
-The first :data:`FREE_FAILURES` failures cost nothing. After that each further attempt must
-wait ``2 ** (failures - FREE_FAILURES)`` seconds after the last failure (at most
+The first :data:`FREE_FAILURES` failures for a user name (:data:`FREE_ADDRESS_FAILURES` from
+an address: a class behind one school NAT shares it) cost nothing. After that each further
+attempt must wait ``2 ** (failures - free)`` seconds after the last failure (at most
 :data:`MAX_WAIT_S`), whether the name exists or not; an attempt made earlier is refused
 with :class:`~mimir.errors.TooManyAttemptsError` (HTTP 429 with ``Retry-After``) without
 checking the password. A success clears the user's and the address's record; records
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from mimir.errors import TooManyAttemptsError
 
 FREE_FAILURES = 5
+FREE_ADDRESS_FAILURES = 20
 MAX_WAIT_S = 900.0
 FORGET_AFTER_S = 3600.0
 #: Most records kept; the oldest go first (an attacker cycling addresses cannot grow memory).
@@ -55,8 +57,9 @@ class LoginThrottle:
                 if now - last > FORGET_AFTER_S:
                     del self._records[key]
                     continue
-                if failures >= FREE_FAILURES:
-                    wait = min(2.0 ** (failures - FREE_FAILURES), MAX_WAIT_S)
+                free = FREE_ADDRESS_FAILURES if key[0] == "address" else FREE_FAILURES
+                if failures >= free:
+                    wait = min(2.0 ** (failures - free), MAX_WAIT_S)
                     worst = max(worst, last + wait - now)
         return max(0.0, worst)
 

@@ -16,6 +16,9 @@ Rules it keeps:
   memory is spent; a model that cannot fit even alone raises ``BudgetExceededError``;
 - **eviction**: idle (not in use, not pinned) models go least-recently-used first until the
   new model fits; models in use are waited for (up to ``load_timeout_s``), never evicted;
+  when every lease in the way belongs to threads that wait for memory themselves (A holds a
+  and wants d while B holds c and wants e), the thread that closes that circle fails at once
+  instead of everyone waiting out the timeout; its leases end and the others go on;
 - **no fallback**: a failed load raises ``ModelLoadError`` naming the source and the cause;
 - **out of memory**: a ``DeviceOutOfMemoryError`` during a load evicts the idle models on
   that device and retries once, then fails with a ``ModelLoadError`` that says so;
@@ -37,8 +40,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from mimir.core.events import EventKind, ModelEvent
+from mimir.core.memory import release_freed_memory
 from mimir.errors import (
     BudgetExceededError,
     DeviceOutOfMemoryError,
@@ -60,30 +65,13 @@ from mimir.runtime.policy import (
     next_expiry,
     pick_victims,
 )
-from mimir.runtime.probe import process_footprint, release_freed_memory
+from mimir.runtime.probe import process_footprint
 from mimir.units import format_bytes
 
 if TYPE_CHECKING:
     from mimir.config import Settings
 
 log = logging.getLogger(__name__)
-
-EventKind = Literal["load", "load_failed", "evict", "unload"]
-
-
-@dataclass(frozen=True)
-class ModelEvent:
-    """Something the manager did to a model. ``measured_bytes`` is the RSS (or CUDA) delta."""
-
-    kind: EventKind
-    model_id: str
-    reason: str
-    estimate_bytes: int
-    measured_bytes: int | None = None
-    wall_s: float | None = None
-    device: str = "ram"
-    at: float = field(default_factory=time.time)
-
 
 @dataclass(frozen=True)
 class ResidentModel:
@@ -152,6 +140,23 @@ class _LoadTicket:
     error: BaseException | None = None
 
 
+class _ManagerCondition(threading.Condition):
+    """The manager's condition, plus who is waiting for memory.
+
+    ``memory_waiters`` maps each thread that found no room and is waiting for leases to end
+    to its deadline. Every ``notify_all`` clears it: a woken thread is no longer known to be
+    stuck until it has looked at the new state and found no room again.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.memory_waiters: dict[int, float] = {}
+
+    def notify_all(self) -> None:
+        self.memory_waiters.clear()
+        super().notify_all()
+
+
 def _footprint(estimate: MemoryEstimate) -> Footprint:
     if estimate.device == "gpu":
         return Footprint(gpu_bytes=estimate.total_bytes)
@@ -182,8 +187,8 @@ class ModelManager:
         self._load_timeout_s = load_timeout_s
         self._subscribers: list[Callable[[ModelEvent], None]] = []
 
-        self._cond = threading.Condition()
-        # -- protected by _cond ---------------------------------------------------------
+        self._cond = _ManagerCondition()
+        # -- protected by _cond (and _cond.memory_waiters) --------------------------------
         self._resident: dict[str, _Entry] = {}
         self._loading: _LoadTicket | None = None
         self._estimates: dict[str, MemoryEstimate] = {}
@@ -407,21 +412,40 @@ class ModelManager:
                 victims = pick_victims(need, self._candidates_locked(), self._limits)
                 if victims is None:
                     busy = {mid: e for mid, e in self._resident.items() if e.in_use or e.spec.pinned}
-                    remaining = deadline - self._clock()
-                    only_mine = all(set(e.holders) <= {me} for e in busy.values() if e.in_use)
+                    now = self._clock()
+                    remaining = deadline - now
+                    holders = {h for e in busy.values() if e.in_use for h in e.holders}
+                    only_mine = holders <= {me}
                     no_leases = not any(e.in_use for e in busy.values())
-                    if remaining <= 0 or only_mine or no_leases:
+                    # Threads that hold leases but are themselves waiting for memory (and
+                    # will go on waiting): if every other holder is one, nobody will release
+                    # anything before a timeout, so the last thread to join the wait fails now
+                    # and its leases end, which lets the others go on.
+                    waiters = self._cond.memory_waiters
+                    crossed = not only_mine and all(h == me or waiters.get(h, now) > now for h in holders)
+                    if remaining <= 0 or only_mine or no_leases or crossed:
                         # Waiting cannot help: the blockers are pinned, or leased by this
-                        # very thread, or we ran out of time.
+                        # very thread or by threads waiting for memory too, or we ran out of time.
                         resident = Footprint()
                         for c in self._candidates_locked():
                             resident = resident + c.footprint
                         device = exceeded_device(need, resident, self._limits)
                         budget = self._limits.ram_bytes if device == "ram" else self._limits.gpu_bytes
+                        if crossed:
+                            detail = "their holders are waiting for memory themselves, so waiting cannot help"
+                        elif remaining <= 0 and not (only_mine or no_leases):
+                            detail = f"waited {self._load_timeout_s:g}s for them (budget.load_timeout)"
+                        else:
+                            detail = ""
                         raise BudgetExceededError(
-                            model_id, estimate.total_bytes, budget or 0, device=device, blocked_by=busy
+                            model_id, estimate.total_bytes, budget or 0, device=device, blocked_by=busy,
+                            detail=detail,
                         )
-                    self._cond.wait(remaining)
+                    waiters[me] = deadline
+                    try:
+                        self._cond.wait(remaining)
+                    finally:
+                        waiters.pop(me, None)
                     continue
                 evicted = [(v, self._resident.pop(v)) for v in victims]
                 self._evictions += len(evicted)

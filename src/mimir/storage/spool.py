@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mimir.storage.conversations import ConversationStore
     from mimir.storage.telemetry_store import TelemetryStore
-    from mimir.telemetry.records import StepRecord, TurnRecord
+    from mimir.core.records import StepRecord, TurnRecord
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Spool:
         self._append("turn", error, session_title=session_title[:60], turn=turn)
 
     def add_telemetry(self, record: TurnRecord | StepRecord, *, error: str = "") -> None:
-        from mimir.telemetry.records import TurnRecord
+        from mimir.core.records import TurnRecord
 
         kind = "telemetry_turn" if isinstance(record, TurnRecord) else "telemetry_step"
         self._append(kind, error, record=dataclasses.asdict(record))
@@ -164,9 +164,9 @@ def _replay_one(entry: dict[str, Any], conversations: ConversationStore, telemet
 
 
 def step_record_from_dict(data: dict[str, Any]) -> StepRecord:
-    from mimir.runtime.manager import ModelEvent
-    from mimir.telemetry.gpu import GpuMemory
-    from mimir.telemetry.records import StepRecord
+    from mimir.core.events import ModelEvent
+    from mimir.core.gpu import GpuMemory
+    from mimir.core.records import StepRecord
 
     names = {f.name for f in dataclasses.fields(StepRecord)}
     fields = {k: v for k, v in data.items() if k in names}
@@ -176,7 +176,7 @@ def step_record_from_dict(data: dict[str, Any]) -> StepRecord:
 
 
 def turn_record_from_dict(data: dict[str, Any]) -> TurnRecord:
-    from mimir.telemetry.records import TurnRecord
+    from mimir.core.records import TurnRecord
 
     names = {f.name for f in dataclasses.fields(TurnRecord)}
     fields = {k: v for k, v in data.items() if k in names}

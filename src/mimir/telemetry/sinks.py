@@ -17,11 +17,11 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from mimir.errors import MissingExtraError
-from mimir.telemetry.records import StepRecord, TurnRecord
+from mimir.core.records import StepRecord, TurnRecord
 from mimir.units import format_bytes, format_delta_bytes
 
 if TYPE_CHECKING:
-    from mimir.runtime.manager import ModelEvent
+    from mimir.core.events import ModelEvent
     from mimir.storage.spool import Spool
     from mimir.storage.telemetry_store import TelemetryStore
 

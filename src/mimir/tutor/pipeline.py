@@ -5,10 +5,13 @@ run_turn(message, session_id)
   clean input (empty -> InvalidInputError: no model call, nothing stored)
   history           last turns of the session, from storage
   decisions         tool decision, rules, routing (order chosen for fewest model loads)
+  math_check        the sympy engine: verdict on the student's answer, answer key, practice
+                    question, next hint (docs/math.md); "could not check" never stops a turn
   graph_tool        when the tool decision says yes: a chart from the student's data
   thinking_*        hidden context, only for flags that are on, with a token budget
   response          prompt assembly, streamed generation
   postprocess       special tokens, repetition, cut-off endings
+  math_claims       false equalities in the answer corrected, with a visible note
   store             the turn, its flags and tool output; steps are linked by turn id
 ```
 
@@ -32,8 +35,10 @@ from mimir.runtime.manager import ModelManager
 from mimir.storage.conversations import ConversationStore, new_id
 from mimir.storage.spool import SPOOL_NAME, Spool
 from mimir.telemetry.recorder import Telemetry
-from mimir.telemetry.records import TurnRecord
+from mimir.core.records import TurnRecord
+from mimir.mathcheck.worker import MathWorker
 from mimir.tutor.deciders import Deciders, DecisionOutcome, outcome
+from mimir.tutor.mathstep import MathNotes, MathStep
 from mimir.tutor.postprocess import clean_response, strip_special_tokens
 from mimir.tutor.prompts import PromptLibrary
 from mimir.tutor.schedule import order_steps
@@ -64,6 +69,8 @@ class TurnResult:
     tokens_in: int = 0
     tokens_out: int = 0
     finish_reason: str = "stop"
+    #: The math engine's verdict on the student's answer (correct/incorrect/unknown), if any.
+    verdict: str | None = None
 
 
 @dataclass
@@ -84,6 +91,9 @@ class _TurnWork:
     tokens_in: int = 0
     tokens_out: int = 0
     finish_reason: str = "stop"
+    math: MathNotes | None = None
+    #: The session's open question (practice key) from storage, for the math step.
+    pending: dict | None = None
 
 
 class Tutor:
@@ -115,6 +125,15 @@ class Tutor:
         self.deciders = Deciders(
             self.prompts, manager, dict(settings.tutor.deciders), before_model_use=self._announce_load
         )
+        worker = None
+        if settings.tutor.math_check:
+            worker = MathWorker(settings.tutor.math_timeout_s, settings.tutor.math_memory_mb * 1024 * 1024)
+        self.math = MathStep(worker)
+
+    def close(self) -> None:
+        """Stop the math worker process."""
+        if self.math.worker is not None:
+            self.math.worker.close()
 
     # -- public API ----------------------------------------------------------------------
     def run_turn(
@@ -155,6 +174,8 @@ class Tutor:
         )
         if cleaned.notice:
             work.notices.append(cleaned.notice)
+        if self.math.worker is not None:
+            self.math.worker.start()  # no-op when running; else sympy imports while the turn decides
         status_token = self._status.set(on_status or (lambda text: None))
         control_token = self._control.set(control)
         try:
@@ -192,6 +213,7 @@ class Tutor:
             tokens_in=work.tokens_in,
             tokens_out=work.tokens_out,
             finish_reason=work.finish_reason,
+            verdict=work.math.verdict_name if work.math else None,
         )
 
     def _store_safely(self, work: _TurnWork, session_id: str, turn_id: str, *,
@@ -230,6 +252,9 @@ class Tutor:
             tokens_out=record.tokens_out if record else None,
             wall_s=record.wall_s if record else None,
         )
+        math_record = work.math.record() if work.math is not None and not error else None
+        if math_record is not None:
+            self.store.add_math(turn_id, session_id, math_record)
 
     def predict_flags(self, message: str, history: Sequence[ChatMessage] = ()) -> frozenset[Flag]:
         """The decision phase alone (what ``mimir eval --decisions-only`` checks)."""
@@ -243,8 +268,12 @@ class Tutor:
         if work.history is None:
             with tel.step("history", agent="storage"):
                 work.history = self._history(session_id)
+                work.pending = self.store.open_question(session_id) if self.math.enabled else None
         work.state.reset()
         self._decide(work)
+        if self.math.enabled:
+            with tel.step("math_check", agent="math"):
+                self._math_check(work)
         if work.state.is_on(Flag.TOOL_USE_ENHANCEMENT):
             with tel.step("graph_tool", agent="tool") as step:
                 self._graph_tool(work, step)
@@ -254,9 +283,41 @@ class Tutor:
                     self._check()
                     self._think(work, name, segment)
         self._check()
-        self._respond(work, on_token)
+        gate = self.math.gate(work.math, on_token)  # holds each sentence back until checked
+        self._respond(work, gate.feed)
+        gate.close()
         with tel.step("postprocess", agent="postprocess"):
             work.response = clean_response(work.response, truncated=work.finish_reason == "length")
+        if self.math.enabled:
+            with tel.step("math_claims", agent="math"):
+                work.response, corrections = self.math.finish(work.math, work.response)
+                if work.math is not None:
+                    work.math.corrections = corrections
+
+    def _math_check(self, work: _TurnWork) -> None:
+        """The sympy engine on this turn; its verified facts go into the private notes."""
+        state = work.state
+        question = next((m.content for m in reversed(work.history or []) if m.role == "assistant"), None)
+        work.math = self.math.analyze(
+            work.message,
+            question=question,
+            pending=work.pending,
+            wants_practice=state.is_on(Flag.STRUCTURE_PRACTICE_QUESTIONS) and state.is_on(Flag.MATH_THINKING),
+            guiding=any(state.is_on(f) for f in (Flag.GUIDING_TEACHING, Flag.STRUCTURE_PRACTICE_QUESTIONS,
+                                                 Flag.PRACTICE_QUESTION_FOLLOWUP)),
+        )
+        state.math_verdict = work.math.verdict_name if work.math else None
+        notes = self.math.private_notes(work.math)
+        if notes:
+            work.thinking.insert(0, notes)
+
+    def check_verdict(self, message: str, history: Sequence[ChatMessage] = ()) -> str:
+        """The decision and math steps alone: the verdict on ``message`` as an answer to the
+        last question in ``history`` (what ``mimir eval --quality`` checks for verdict cases)."""
+        work = _TurnWork(clean_user_text(message).text, max_tokens=1, history=list(history))
+        self._decide(work)
+        self._math_check(work)
+        return (work.math.verdict_name if work.math else None) or "unknown"
 
     def _history(self, session_id: str) -> list[ChatMessage]:
         turns = self.store.turns(session_id, limit=self.tutor.history_turns, only_ok=True)
