@@ -36,7 +36,7 @@ import psutil
 from mimir.storage.db import Database
 from mimir.storage.telemetry_store import TelemetryStore
 from mimir.telemetry import CudaProbe, LogSink, NvmlProbe, ProcessProbe, SqliteSink, Telemetry, default_probes
-from mimir.telemetry.gpu import read_gpu_memory
+from mimir.core.gpu import read_gpu_memory
 
 
 def per_call_us(fn, n: int, rounds: int = 5) -> float:

@@ -62,7 +62,7 @@ response_max_tokens = 48
 def run_variant(label: str, repo: str, options: dict, context_length: int) -> None:
     from mimir.app import MimirApp
     from mimir.errors import MimirError
-    from mimir.telemetry.gpu import gpu_memory
+    from mimir.core.gpu import gpu_memory
 
     print(f"\n== {label}: {options}")
     with tempfile.TemporaryDirectory() as tmp:

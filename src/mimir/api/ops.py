@@ -24,7 +24,7 @@ from fastapi import Request
 
 from mimir.ops.health import ReadinessProbe
 from mimir.ops.metrics import CONTENT_TYPE, ServerMetrics
-from mimir.ops.options import OpsOptions, parse_ops_options
+from mimir.ops_options import OpsOptions, parse_ops_options
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

@@ -43,7 +43,7 @@ def resolve_gguf_path(spec: ModelSpec) -> Path:
     """The GGUF file a spec points at, checked to exist and to be a GGUF file."""
     source = spec.source
     if source.kind == "url":
-        raise ConfigError(f"models.{spec.id}", "the llama_cpp backend loads files; use backend = 'remote' for a url")
+        raise ConfigError(f"models.{spec.id}", "the llama_cpp backend loads files; use backend = 'openai' for a url")
     if source.kind == "hf":
         if not source.filename:
             raise ConfigError(f"models.{spec.id}.file", "a GGUF repo needs file = 'name.gguf'")
@@ -135,6 +135,9 @@ class LlamaCppModel(LoadedModel):
                     top_p=params.top_p,
                     stop=list(params.stop) or None,
                     seed=params.seed if params.seed is not None else self.spec.options.get("seed"),
+                    repeat_penalty=params.repeat_penalty,
+                    presence_penalty=params.presence_penalty,
+                    frequency_penalty=params.frequency_penalty,
                     stream=True,
                 )
                 for chunk in chunks:

@@ -90,9 +90,3 @@ class MemoryEstimate:
     @property
     def total_bytes(self) -> int:
         return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
-
-    @property
-    def total_str(self) -> str:
-        from mimir.units import format_bytes
-
-        return format_bytes(self.total_bytes)

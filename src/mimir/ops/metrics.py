@@ -38,7 +38,7 @@ class _StateCollector:
     def collect(self) -> Iterator:
         from prometheus_client.core import GaugeMetricFamily
 
-        from mimir.telemetry.gpu import gpu_memory
+        from mimir.core.gpu import gpu_memory
 
         status = self._app.manager.status()
         resident = GaugeMetricFamily(

@@ -2,7 +2,7 @@
 model-manager events into a ``prometheus_client`` registry (extra: ``ui``).
 
 The sink only listens, like the other sinks: it never calls the manager. Everything it
-counts comes from :class:`~mimir.telemetry.records.StepRecord`, :class:`TurnRecord` and the
+counts comes from :class:`~mimir.core.records.StepRecord`, :class:`TurnRecord` and the
 manager's events, so its numbers agree with the rows the SQLite sink stores.
 
 Labels stay bounded: step names come from the pipeline, agents are roles, models are the
@@ -15,13 +15,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from mimir.errors import MissingExtraError
-from mimir.telemetry.records import StepRecord, TurnRecord
+from mimir.core.records import StepRecord, TurnRecord
 from mimir.telemetry.sinks import Sink
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from mimir.runtime.manager import ModelEvent
+    from mimir.core.events import ModelEvent
 
 _MIB = 1024 * 1024
 #: Step latency buckets, seconds: rule decisions take milliseconds, responses tens of seconds.
