@@ -38,7 +38,7 @@ import psutil
 from mimir.storage.db import Database
 from mimir.storage.telemetry_store import TelemetryStore
 from mimir.telemetry import CudaProbe, LogSink, NvmlProbe, ProcessProbe, SqliteSink, Telemetry, default_probes
-from mimir.telemetry.gpu import gpu_memory_via_smi, read_gpu_memory
+from mimir.core.gpu import gpu_memory_via_smi, read_gpu_memory
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def measure_row(dtype: str, device: str, quantization: str | None, context_lengt
     from mimir.models.base import ChatMessage, GenerationParams
     from mimir.models.spec import ModelSource, ModelSpec
     from mimir.runtime.manager import ModelManager
-    from mimir.runtime.probe import process_rss_bytes
+    from mimir.core.memory import process_rss_bytes
     from tiny_hf import TINY_REPO
 
     options = {"device": device, "dtype": dtype}

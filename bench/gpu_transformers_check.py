@@ -64,7 +64,7 @@ def run_variant(label: str, repo: str, options: dict, context_length: int) -> bo
     """Run one variant; False when it failed (its error is printed)."""
     from mimir.app import MimirApp
     from mimir.errors import MimirError
-    from mimir.telemetry.gpu import gpu_memory
+    from mimir.core.gpu import gpu_memory
 
     print(f"\n== {label}: {options}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,7 +37,8 @@ def test_turn_is_measured_stored_and_linked():
         assert "LATEX_FORMATTING" in result.flags and "GENERAL_FORMATTING" in result.flags
         names = [s.name for s in result.telemetry.steps]
         assert names[:4] == ["history", "tool_decision", "routing", "rules"]
-        assert "thinking_math" in names and names[-2:] == ["response", "postprocess"]
+        assert "thinking_math" in names and names[-3:] == ["response", "postprocess", "math_claims"]
+        assert names.index("math_check") == names.index("rules") + 1
         stored = app.conversations.turns(result.session_id)
         assert [t.id for t in stored] == [result.turn_id]
         assert stored[0].status == "ok" and set(stored[0].flags) == set(result.flags)

@@ -30,8 +30,9 @@ from mimir.models.hf_source import inspect_checkpoint, read_config, resolve_mode
 from mimir.models.spec import ModelSource, ModelSpec
 from mimir.models.transformers_backend import TransformersBackend
 from mimir.models.transformers_plan import LoadPlan, estimate_memory
-from mimir.runtime.manager import ModelEvent, ModelManager
-from mimir.runtime.probe import process_rss_bytes
+from mimir.core.events import ModelEvent
+from mimir.runtime.manager import ModelManager
+from mimir.core.memory import process_rss_bytes
 from tiny_hf import TINY_COMMIT, TINY_REPO, TinyShape
 
 MiB = 1024 * 1024

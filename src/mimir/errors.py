@@ -369,3 +369,12 @@ class TurnCancelledError(MimirError):
     def __init__(self, reason: str = "the client disconnected"):
         self.reason = reason
         super().__init__(f"the turn was stopped: {reason}")
+
+
+class HubError(MimirError):
+    """The Hugging Face Hub could not give what was asked (a missing repo, revision or file,
+    no network), or a download did not match its checksum."""
+
+    exit_code = 11
+    http_status = 502
+    kind = "hub_error"

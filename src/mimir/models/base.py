@@ -8,7 +8,6 @@ serves a role.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,16 @@ class GenerationParams:
     #: oldest non-system messages (then truncates the last one, with a notice);
     #: ``"error"`` raises :class:`~mimir.errors.ContextOverflowError`.
     overflow: Literal["trim", "error"] = "trim"
+    #: Repetition controls (llama.cpp semantics). ``repeat_penalty`` divides the logits of
+    #: tokens seen in the last 64 tokens (1.0 = off); ``presence_penalty``
+    #: and ``frequency_penalty`` subtract a flat and a per-occurrence amount (0.0 = off);
+    #: ``dry_multiplier`` turns on DRY (penalises continuing a sequence that already
+    #: occurred) in engines that have it (0.0 = off). The tutor's defaults were tuned on the
+    #: bundled model (docs/math.md); backends without a control ignore it.
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    dry_multiplier: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,12 @@ class GenerationStream:
                 self._pieces.append(delta.text)
                 yield delta.text
         self._done = True
+
+    def close(self) -> None:
+        """Stop generating now (the backend's generator is closed, releasing its locks)."""
+        close = getattr(self._deltas, "close", None)
+        if close is not None:
+            close()
 
     @property
     def tokens_out(self) -> int:
@@ -179,13 +194,6 @@ class LoadedModel(ABC):
             else:
                 hi = mid - 1
         return text[:lo]
-
-
-def log_softmax_pick(logits: Sequence[float], index: int) -> float:
-    """log p(index) from raw logits, numerically stable."""
-    top = max(logits)
-    total = sum(math.exp(x - top) for x in logits)
-    return logits[index] - top - math.log(total)
 
 
 class Backend(ABC):

@@ -43,7 +43,7 @@ def resolve_gguf_path(spec: ModelSpec) -> Path:
     """The GGUF file a spec points at, checked to exist and to be a GGUF file."""
     source = spec.source
     if source.kind == "url":
-        raise ConfigError(f"models.{spec.id}", "the llama_cpp backend loads files; use backend = 'remote' for a url")
+        raise ConfigError(f"models.{spec.id}", "the llama_cpp backend loads files; use backend = 'openai' for a url")
     if source.kind == "hf":
         if not source.filename:
             raise ConfigError(f"models.{spec.id}.file", "a GGUF repo needs file = 'name.gguf'")
@@ -73,6 +73,25 @@ def resolve_gguf_path(spec: ModelSpec) -> Path:
     if magic != GGUF_MAGIC:
         raise ModelLoadError(spec.id, str(path), "not a GGUF file (bad magic bytes)")
     return path
+
+
+def gguf_memory_estimate(
+    *, file_bytes: int, n_layer: int, n_head_kv: int, head_dim: int, n_vocab: int, context_length: int,
+    n_batch: int = 512,
+) -> MemoryEstimate:
+    """The llama.cpp footprint of a GGUF model from its facts (also used by the catalogue and
+    ``mimir pull`` before a file is on disk): weights = the file, KV cache in f16
+    (2 x layers x context x kv heads x head dim x 2 bytes), and a compute buffer that grows
+    with batch x vocabulary (the logits of a full batch; the bundled model touched ~70 MiB
+    of it on a 1,500-token prompt) plus a fixed runtime overhead."""
+    kv_bytes = 2 * n_layer * context_length * n_head_kv * head_dim * 2
+    buffers = min(n_batch, context_length) * n_vocab * 4
+    return MemoryEstimate(
+        weights_bytes=file_bytes,
+        kv_cache_bytes=kv_bytes,
+        overhead_bytes=buffers + FIXED_OVERHEAD_BYTES,
+        device="ram",
+    )
 
 
 def _threads(spec: ModelSpec) -> int:
@@ -116,6 +135,9 @@ class LlamaCppModel(LoadedModel):
                     top_p=params.top_p,
                     stop=list(params.stop) or None,
                     seed=params.seed if params.seed is not None else self.spec.options.get("seed"),
+                    repeat_penalty=params.repeat_penalty,
+                    presence_penalty=params.presence_penalty,
+                    frequency_penalty=params.frequency_penalty,
                     stream=True,
                 )
                 for chunk in chunks:
@@ -248,22 +270,17 @@ class LlamaCppBackend(Backend):
             except ValueError:
                 return default
 
-        n_layer = num("block_count", 32)
-        n_embd = num("embedding_length", 4096)
         n_head = max(1, num("attention.head_count", 32))
-        n_head_kv = num("attention.head_count_kv", n_head)
-        head_dim = num("attention.key_length", n_embd // n_head)
+        n_embd = num("embedding_length", 4096)
         n_vocab = num("vocab_size", 0) or int(meta.get("tokenizer.ggml.vocab_size", 32000) or 32000)
-        kv_bytes = 2 * n_layer * spec.context_length * n_head_kv * head_dim * 2  # K and V, f16
-        n_batch = int(spec.options.get("n_batch", 512))
-        # llama.cpp reserves a compute buffer that grows with batch x vocabulary (the logits
-        # of a full batch); the bundled model touched ~70 MiB of it on a 1,500-token prompt.
-        buffers = min(n_batch, spec.context_length) * n_vocab * 4
-        return MemoryEstimate(
-            weights_bytes=path.stat().st_size,
-            kv_cache_bytes=kv_bytes,
-            overhead_bytes=buffers + FIXED_OVERHEAD_BYTES,
-            device="ram",
+        return gguf_memory_estimate(
+            file_bytes=path.stat().st_size,
+            n_layer=num("block_count", 32),
+            n_head_kv=num("attention.head_count_kv", n_head),
+            head_dim=num("attention.key_length", n_embd // n_head),
+            n_vocab=n_vocab,
+            context_length=spec.context_length,
+            n_batch=int(spec.options.get("n_batch", 512)),
         )
 
     def load(self, spec: ModelSpec) -> LoadedModel:

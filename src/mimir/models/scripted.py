@@ -12,6 +12,8 @@ Options (``ModelSpec.options``):
 - ``replies``: list of reply strings; default ``["ok"]``;
 - ``scores``: mapping choice -> log-prob for ``score_choices``; unknown choices get -10;
 - ``load_s``: seconds a load takes (to exercise concurrent requests);
+- ``token_s``: seconds each streamed token takes (to exercise queues, deadlines and
+  cancellation); ``tokens_streamed`` counts the tokens handed out;
 - ``fail``: an error message; loading raises ``ModelLoadError`` with it;
 - ``fail_on``: generation raises ``GenerationError`` when the last message contains this text;
 - ``device``: ``"ram"`` or ``"gpu"`` (declared only; memory is host memory);
@@ -47,6 +49,8 @@ class ScriptedModel(LoadedModel):
         self._lock = threading.Lock()
         self.calls: list[list[ChatMessage]] = []
         self._ooms_left = int(spec.options.get("oom_generations", 0))
+        self._token_s = float(spec.options.get("token_s", 0))
+        self.tokens_streamed = 0
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -65,6 +69,9 @@ class ScriptedModel(LoadedModel):
             raise GenerationError(self.id, f"scripted failure on {trigger!r}")
         words = reply.split(" ")
         for i, word in enumerate(words[: params.max_tokens]):
+            if self._token_s:
+                time.sleep(self._token_s)  # stands in for decoding a token
+            self.tokens_streamed += 1
             text = word if i == 0 else " " + word
             for stop in params.stop:
                 if stop in text:

@@ -100,9 +100,3 @@ class MemoryEstimate:
         """What the budget must have free before the load starts: the total, or the load's
         own peak when that is higher."""
         return max(self.total_bytes, self.load_peak_bytes)
-
-    @property
-    def total_str(self) -> str:
-        from mimir.units import format_bytes
-
-        return format_bytes(self.total_bytes)

@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from mimir.core.memory import release_freed_memory
 from mimir.errors import ContextOverflowError, DeviceOutOfMemoryError, GenerationError, ModelLoadError
 from mimir.models.base import Backend, ChatMessage, Delta, GenerationParams, LoadedModel
 from mimir.models.hf_source import (
@@ -65,8 +66,6 @@ from mimir.models.transformers_plan import import_runtime as _runtime
 
 def free_memory(cuda: bool) -> None:
     """Collect garbage, return cached CUDA blocks and free heap pages to the OS."""
-    from mimir.runtime.probe import release_freed_memory
-
     gc.collect()
     torch = sys.modules.get("torch")
     if cuda and torch is not None and torch.cuda.is_available():

@@ -209,3 +209,28 @@ def m004_instance_ids(conn: Connection) -> None:
     conn.execute("ALTER TABLE turns ADD COLUMN instance_id TEXT")
     conn.execute("ALTER TABLE telemetry_turns ADD COLUMN instance_id TEXT")
     conn.execute("ALTER TABLE telemetry_steps ADD COLUMN instance_id TEXT")
+
+
+@migration
+def m005_turn_math(conn: Connection) -> None:
+    """What the math engine found in a turn: the question under discussion, its answer key
+    and hint ladder (JSON), hints given so far, and the verdict on the student's answer.
+    Portable SQL (TEXT/INTEGER/REAL, explicit ids) so the PostgreSQL store can run it too."""
+    conn.execute(
+        """
+        CREATE TABLE turn_math (
+            turn_id TEXT PRIMARY KEY REFERENCES turns(id) ON DELETE CASCADE,
+            session_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            skill TEXT,
+            source TEXT,
+            question TEXT,
+            answer_key_json TEXT,
+            hints_given INTEGER NOT NULL DEFAULT 0,
+            verdict TEXT,
+            verdict_detail TEXT,
+            is_open INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    conn.execute("CREATE INDEX turn_math_session ON turn_math (session_id, created_at)")
