@@ -111,7 +111,7 @@ class TutorSettings:
     #: The sympy math engine (``math_check`` step, answer checking, practice keys, claim
     #: checks); its worker process gets ``math_timeout_s`` per call and ``math_memory_mb``.
     math_check: bool = True
-    math_timeout_s: float = 2.0
+    math_timeout_s: float = 5.0
     math_memory_mb: int = 512
 
 
