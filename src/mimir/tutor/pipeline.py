@@ -321,6 +321,12 @@ class Tutor:
             for flag in decided.flags:
                 work.state.set(flag)
 
+    def _repetition(self) -> dict[str, float]:
+        """The tuned repetition controls ([tutor] repeat_penalty, presence_penalty, frequency_penalty)."""
+        t = self.tutor
+        return {"repeat_penalty": t.repeat_penalty, "presence_penalty": t.presence_penalty,
+                "frequency_penalty": t.frequency_penalty}
+
     def _announce_load(self, model_id: str) -> None:
         if self.manager.status().get(model_id) is None:
             try:
@@ -386,7 +392,7 @@ class Tutor:
                 *work.history[-2:],
                 ChatMessage("user", work.message),
             ]
-            params = GenerationParams(max_tokens=self.tutor.thinking_max_tokens, temperature=0.2)
+            params = GenerationParams(max_tokens=self.tutor.thinking_max_tokens, temperature=0.2, **self._repetition())
             completion = self._generate("thinking", step, messages, params)
             text = clean_response(completion.text, truncated=completion.finish_reason == "length")
             if text:
@@ -406,7 +412,8 @@ class Tutor:
 
     def _respond(self, work: _TurnWork, on_token: Callable[[str], None]) -> None:
         with self.telemetry.step("response", agent="response") as step:
-            params = GenerationParams(max_tokens=work.max_tokens, temperature=self.tutor.temperature)
+            params = GenerationParams(max_tokens=work.max_tokens, temperature=self.tutor.temperature,
+                                      **self._repetition())
             completion = self._generate("response", step, self.assemble(work), params, on_token=on_token)
             work.response = completion.text
             work.tokens_in, work.tokens_out = completion.tokens_in, completion.tokens_out
