@@ -17,7 +17,7 @@ from mimir.errors import MimirError
 from mimir.models.spec import ModelSource, ModelSpec
 from mimir.runtime.manager import ModelManager
 from mimir.telemetry import Probe, ProcessProbe, Telemetry
-from mimir.telemetry.probes import max_rss_bytes
+from mimir.core.memory import max_rss_bytes
 
 MiB = 1024 * 1024
 

@@ -13,11 +13,12 @@ import dataclasses
 import pytest
 
 from mimir.models.spec import ModelSource, ModelSpec
-from mimir.runtime.manager import ModelEvent, ModelManager
+from mimir.core.events import ModelEvent
+from mimir.runtime.manager import ModelManager
 from mimir.storage.db import Database
 from mimir.storage.telemetry_store import TelemetryStore
 from mimir.telemetry import LogSink, SqliteSink, Telemetry, format_step_line, turn_json
-from mimir.telemetry.records import StepRecord
+from mimir.core.records import StepRecord
 
 MiB = 1024 * 1024
 

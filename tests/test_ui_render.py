@@ -17,8 +17,9 @@ from mimir.app import MimirApp
 from mimir.cache import plan_cleanup, scan_cache
 from mimir.config import settings_from_dict
 from mimir.errors import BudgetExceededError, GenerationError, InvalidInputError
-from mimir.runtime.manager import ModelEvent
-from mimir.telemetry.records import StepRecord
+from mimir.core.events import ModelEvent
+from mimir.core.records import StepRecord
+from mimir.tutor.summary import status_line, turn_status_line
 from mimir.ui import render
 
 MiB = 1024 * 1024
@@ -46,10 +47,10 @@ def step(name: str, *, turn: str | None = "t1", session: str | None = "s1", rss_
 
 
 def test_status_line_names_time_tokens_segments_and_peak():
-    line = render.status_line(wall_s=12.34, tokens_in=300, tokens_out=24,
+    line = status_line(wall_s=12.34, tokens_in=300, tokens_out=24,
                               flags=("GENERAL_FORMATTING", "LATEX_FORMATTING"), peak_rss_bytes=3 * MiB // 2)
     assert line == "12.3s · 300 tokens in, 24 out · segments: GENERAL_FORMATTING, LATEX_FORMATTING · peak RSS 1.5MiB"
-    bare = render.status_line(wall_s=None, tokens_in=None, tokens_out=None, flags=(), peak_rss_bytes=None,
+    bare = status_line(wall_s=None, tokens_in=None, tokens_out=None, flags=(), peak_rss_bytes=None,
                               cuda_peak_bytes=2 * MiB)
     assert bare == "time - · - tokens in, - out · segments: none · peak RSS - · CUDA peak 2.0MiB"
 
@@ -57,7 +58,7 @@ def test_status_line_names_time_tokens_segments_and_peak():
 def test_a_real_turn_renders_its_status_and_steps():
     with scripted_app() as app:
         result = app.tutor.run_turn("Can you explain summation in calculus?")
-        line = render.turn_status_line(result)
+        line = turn_status_line(result)
         assert f"{result.telemetry.tokens_out} out" in line and "LATEX_FORMATTING" in line
         assert line.endswith(f"peak RSS {result.telemetry.peak_rss_bytes / MiB:.1f}MiB")
         table = render.steps_table(result.telemetry.steps)

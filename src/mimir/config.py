@@ -48,7 +48,8 @@ from typing import Any
 from mimir.auth.options import AuthOptions, parse_auth_options
 from mimir.errors import ConfigError
 from mimir.models.spec import BUNDLED_PACKAGE_RESOURCE, ModelSource, ModelSpec
-from mimir.units import format_bytes, parse_duration, parse_size
+from mimir.ops_options import parse_ops_options
+from mimir.units import parse_duration, parse_size
 
 #: Agent roles, in pipeline order. Each names the model id that serves it.
 ROLES: tuple[str, ...] = ("tool_decision", "routing", "thinking", "response")
@@ -86,10 +87,6 @@ class Budget:
     gpu_bytes: int | None = None
     #: The setting as written (``"auto"``, ``"60%"``, ``"1.5GiB"``), for display.
     ram_setting: str = "auto"
-
-    @property
-    def ram_str(self) -> str:
-        return format_bytes(self.ram_bytes)
 
 
 @dataclass(frozen=True)
@@ -151,6 +148,8 @@ class StorageSettings:
     pool_size: int = 5
     #: This instance's name, stored with each turn (default: the host name).
     instance: str | None = None
+    #: A password that came inside ``MIMIR_DATABASE_URL`` (taken out of ``url``; never shown).
+    url_password: str | None = field(default=None, repr=False)
     #: Telemetry older than this is deleted (at start, then hourly while serving); None: kept.
     telemetry_retention_s: float | None = None
 
@@ -168,7 +167,7 @@ class Settings:
     tutor: TutorSettings = field(default_factory=TutorSettings)
     telemetry: Mapping[str, Any] = field(default_factory=dict)
     #: The ``[server]`` table as written; each part of the server parses its own keys
-    #: (metrics and health: :func:`mimir.ops.options.parse_ops_options`).
+    #: (metrics and health: :func:`mimir.ops_options.parse_ops_options`).
     server: Mapping[str, Any] = field(default_factory=dict)
     #: ``[server]`` auth keys, parsed (:func:`mimir.auth.options.parse_auth_options`).
     auth: AuthOptions = field(default_factory=AuthOptions)
@@ -264,8 +263,6 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
     tutor = _parse_tutor(_table(data, "tutor", src), src, source)
     telemetry = _table(data, "telemetry", src)
     server = _table(data, "server", src)
-    from mimir.ops.options import parse_ops_options
-
     parse_ops_options(server, src)  # its keys fail at load time, like every other key
     auth = parse_auth_options(server, src)
     storage = _parse_storage(_table(data, "storage", src), env, src)
@@ -333,6 +330,15 @@ def _parse_storage(raw: Mapping[str, Any], env: Mapping[str, str], src: str | No
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         if scheme not in ("postgresql", "postgres", "sqlite", ""):
             raise ConfigError("storage.url", f"unknown scheme '{scheme}'; use postgresql://", source=src)
+    url_password = None
+    if url is not None and "://" in url and not url.lower().startswith("sqlite"):
+        # Keep the password out of the settings' URL, so printing settings never shows it.
+        from mimir.storage.url import strip_password
+
+        try:
+            url, url_password = strip_password(url)
+        except ValueError:
+            raise ConfigError("storage.url", "is not a valid URL", source=src) from None
     pw_file = env.get("MIMIR_DATABASE_PASSWORD_FILE") or raw.get("password_file")
     if pw_file is not None and (not isinstance(pw_file, str) or not pw_file):
         raise ConfigError("storage.password_file", "must be a file path", source=src)
@@ -348,6 +354,7 @@ def _parse_storage(raw: Mapping[str, Any], env: Mapping[str, str], src: str | No
         pool_size=pool_size,
         instance=instance.strip() if instance else None,
         telemetry_retention_s=_parse_retention(raw.get("telemetry_retention", "off"), src),
+        url_password=url_password,
     )
 
 
@@ -482,7 +489,7 @@ def _parse_gpu_budget(raw: Any, src: str | None) -> int | None:
     if raw is None:
         return None
     if isinstance(raw, str) and raw.strip().lower() == "auto":
-        from mimir.telemetry.gpu import total_gpu_bytes
+        from mimir.core.gpu import total_gpu_bytes
 
         total = total_gpu_bytes()
         return int(total * AUTO_GPU_FRACTION) if total else None

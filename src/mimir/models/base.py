@@ -8,7 +8,6 @@ serves a role.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +90,12 @@ class GenerationStream:
                 self._pieces.append(delta.text)
                 yield delta.text
         self._done = True
+
+    def close(self) -> None:
+        """Stop generating now (the backend's generator is closed, releasing its locks)."""
+        close = getattr(self._deltas, "close", None)
+        if close is not None:
+            close()
 
     @property
     def tokens_out(self) -> int:
@@ -187,13 +192,6 @@ class LoadedModel(ABC):
             else:
                 hi = mid - 1
         return text[:lo]
-
-
-def log_softmax_pick(logits: Sequence[float], index: int) -> float:
-    """log p(index) from raw logits, numerically stable."""
-    top = max(logits)
-    total = sum(math.exp(x - top) for x in logits)
-    return logits[index] - top - math.log(total)
 
 
 class Backend(ABC):

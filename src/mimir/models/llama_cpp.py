@@ -43,7 +43,7 @@ def resolve_gguf_path(spec: ModelSpec) -> Path:
     """The GGUF file a spec points at, checked to exist and to be a GGUF file."""
     source = spec.source
     if source.kind == "url":
-        raise ConfigError(f"models.{spec.id}", "the llama_cpp backend loads files; use backend = 'remote' for a url")
+        raise ConfigError(f"models.{spec.id}", "the llama_cpp backend loads files; use backend = 'openai' for a url")
     if source.kind == "hf":
         if not source.filename:
             raise ConfigError(f"models.{spec.id}.file", "a GGUF repo needs file = 'name.gguf'")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mimir.errors import MissingExtraError
-from mimir.telemetry.records import StepRecord, TurnRecord
+from mimir.core.records import StepRecord, TurnRecord
 from mimir.telemetry.sinks import Sink
 
 if TYPE_CHECKING:

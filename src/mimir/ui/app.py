@@ -173,7 +173,8 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
         for trigger in (box.submit, send.click):
             trigger(h.chat, [box, chatbot, session], chat_outputs, concurrency_limit=8, show_progress="minimal")
         new.click(h.new_session, None, [chatbot, chat_status, session, sessions], queue=False)
-        reopen.click(h.open_session, [sessions], [chatbot, chat_status, session])
+        # Explicit API names: gradio_client callers (and the access tests) rely on them.
+        reopen.click(h.open_session, [sessions], [chatbot, chat_status, session], api_name="open_session")
         blocks.load(h.load_page, None, [sessions, chat_status, user_line, cache_tab, models_tab])
 
         memory_outputs = [plot, turn_pick, steps, resident, budget_line, memory_key, memory_msg]
@@ -186,20 +187,21 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
         timer.tick(h.models, None, models_outputs, show_progress="hidden")
         blocks.load(h.memory, memory_inputs, memory_outputs)
         blocks.load(h.models, None, models_outputs)
-        unload_btn.click(h.unload, [unload_pick], [unload_msg, *models_outputs])
+        unload_btn.click(h.unload, [unload_pick], [unload_msg, *models_outputs], api_name="unload")
         pull_inputs = [pull_repo, pull_file, pull_id, pull_roles]
-        pull_plan_btn.click(ph.plan, pull_inputs, [pull_msg])
-        pull_btn.click(ph.pull, pull_inputs, [pull_msg], concurrency_limit=1, show_progress="minimal")
+        pull_plan_btn.click(ph.plan, pull_inputs, [pull_msg], api_name="pull_plan")
+        pull_btn.click(ph.pull, pull_inputs, [pull_msg], concurrency_limit=1, show_progress="minimal", api_name="pull")
 
         scan_outputs = [cache_totals, repos, warnings, model_files]
         cache_tab.select(h.scan, None, scan_outputs)
         rescan.click(h.scan, None, scan_outputs)
         plan_btn.click(h.plan, [unreferenced, old_revisions, incomplete],
-                       [plan_line, plan_view, plan_state, confirm, delete, prune_result])
+                       [plan_line, plan_view, plan_state, confirm, delete, prune_result], api_name="prune_plan")
         for option in (unreferenced, old_revisions, incomplete):
             option.input(h.options_changed, None, [plan_line, plan_state, confirm, delete])
         confirm.input(h.confirm_changed, [confirm, plan_state], [delete])
-        delete.click(h.execute, [confirm, plan_state], [prune_result, plan_state, confirm, delete, *scan_outputs])
+        delete.click(h.execute, [confirm, plan_state], [prune_result, plan_state, confirm, delete, *scan_outputs],
+                     api_name="prune")
     return blocks
 
 
