@@ -233,6 +233,13 @@ class Tutor:
                 self.spool.add_turn(fields, session_title=work.message, error=str(exc))
             except OSError as spool_exc:
                 log.error("the spool cannot keep turn %s either: %s", turn_id, spool_exc)
+            return
+        math_record = work.math.record() if work.math is not None and not error else None
+        if math_record is not None:  # the answer key and hints, for the follow-up
+            try:
+                self.store.add_math(turn_id, session_id, math_record)
+            except Exception as exc:  # noqa: BLE001 - the turn is stored; only the key is lost
+                log.warning("storing the math record of turn %s failed (%s)", turn_id, exc)
 
     def _turn_fields(self, work: _TurnWork, session_id: str, turn_id: str, *,
                      record: TurnRecord | None = None, error: MimirError | None = None) -> dict:
@@ -252,9 +259,6 @@ class Tutor:
             tokens_out=record.tokens_out if record else None,
             wall_s=record.wall_s if record else None,
         )
-        math_record = work.math.record() if work.math is not None and not error else None
-        if math_record is not None:
-            self.store.add_math(turn_id, session_id, math_record)
 
     def predict_flags(self, message: str, history: Sequence[ChatMessage] = ()) -> frozenset[Flag]:
         """The decision phase alone (what ``mimir eval --decisions-only`` checks)."""
