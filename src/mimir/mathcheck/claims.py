@@ -129,7 +129,7 @@ def check_claims(text: str, solutions: list[dict[str, str]] | None = None, hide:
                 start = claim.left_start + claim.left.find(left)
                 end = claim.right_start + claim.right.find(right) + len(right)
                 edits.append((start, end, f"~~{text[start:end]}~~"))
-                report.corrections.append(f"{left} = {right} is not true for this problem, so that step is wrong")
+                report.corrections.append(f"step: {left} = {right}")
     for rx, kind in _PROSE:
         for m in rx.finditer(masked):
             rhs = m.group("rhs")
