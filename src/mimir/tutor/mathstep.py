@@ -216,7 +216,8 @@ def correction_note(corrections: list[str]) -> str:
     if values:
         parts.append("I corrected " + "; ".join(values) + ".")
     if steps:
-        parts.append("These steps do not hold for this problem and are struck through: " + "; ".join(steps) + ".")
+        parts.append("These steps do not hold for this problem and are struck through: "
+                     + "; ".join(f"~~{step}~~" for step in steps) + ".")
     return "\n\n_Math check: " + " ".join(parts) + "_"
 
 
