@@ -17,6 +17,7 @@ from mimir.config import Settings, load_settings
 from mimir.runtime.manager import ModelManager
 
 if TYPE_CHECKING:
+    from mimir.runtime.runner import Runner
     from mimir.storage.conversations import ConversationStore
     from mimir.storage.db import Database
     from mimir.tutor.pipeline import Tutor
@@ -49,6 +50,13 @@ class MimirApp:
         return ModelManager.from_settings(self.settings)
 
     @_built_once
+    def runner(self) -> Runner:
+        """The one door to the models: every generation and scoring goes through it."""
+        from mimir.runtime.runner import Runner
+
+        return Runner(self.manager)
+
+    @_built_once
     def db(self) -> Database:
         """The SQLite database under ``MIMIR_HOME`` (opened and migrated on first use)."""
         from mimir.storage.db import Database
@@ -76,7 +84,7 @@ class MimirApp:
         """The tutor pipeline on this app's manager, telemetry and conversation store."""
         from mimir.tutor.pipeline import Tutor
 
-        return Tutor(self.settings, self.manager, self.telemetry, self.conversations)
+        return Tutor(self.settings, self.manager, self.telemetry, self.conversations, runner=self.runner)
 
     def close(self) -> None:
         if "manager" in self.__dict__:

@@ -164,6 +164,20 @@ class GenerationError(MimirError):
         super().__init__(f"model '{model_id}' failed while generating: {cause}")
 
 
+class GenerationCancelledError(MimirError):
+    """The caller cancelled a generation (a client went away, Ctrl-C): it stopped within one
+    token and the model's lease was released."""
+
+    exit_code = 130
+    http_status = 499
+    kind = "cancelled"
+
+    def __init__(self, model_id: str, tokens_out: int):
+        self.model_id = model_id
+        self.tokens_out = tokens_out
+        super().__init__(f"generation on model '{model_id}' was cancelled after {tokens_out} token(s)")
+
+
 class InvalidInputError(MimirError):
     """Bad user input (empty message, unknown session...)."""
 

@@ -156,12 +156,7 @@ def _model_runner(app: MimirApp, body) -> Callable[[Callable[[str], None]], dict
 
     def run(on_token: Callable[[str], None]) -> dict:
         with app.telemetry.step("api_completion", agent="api", model=body.model) as step:
-            with app.manager.use(body.model) as model:
-                stream = model.stream(messages, params)
-                for piece in stream:
-                    on_token(piece)
-                completion = stream.completion
-            step.add_tokens(completion.tokens_in, completion.tokens_out)
+            completion = app.runner.generate(body.model, messages, params, on_token=on_token, step=step)
         return {
             "text": completion.text,
             "finish_reason": "length" if completion.finish_reason == "length" else "stop",
