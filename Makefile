@@ -9,11 +9,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Extras the app needs at run time, and the extra ones the tests need.
 RUN_EXTRAS := ui,charts,cache
-TEST_EXTRAS := $(RUN_EXTRAS),dev,hf,trackio
+TEST_EXTRAS := $(RUN_EXTRAS),dev,hf,trackio,otel,postgres
 # The CPU build of torch (the transformers backend's tests use it).
 TORCH_SPEC ?= torch==2.13.0
 QUESTION ?= What is summation?
-.PHONY: run ask test bench install install-test browser-deps clean
+.PHONY: run ask test bench install install-test browser-deps postgres-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,7 +56,18 @@ browser-deps:
 	      || echo "could not install chromium: the browser test will skip"; \
 	  else echo "chromium missing (as root: apt-get install chromium chromium-driver): the browser test will skip"; fi; }
 
-test: install-test browser-deps
+# The PostgreSQL tests start their own throwaway server (initdb, pg_ctl, postgres as a non-root
+# user); Debian's postgresql package is installed here when the binaries are missing and we are
+# root. Without it those tests skip and say why.
+PG_BIN_GLOB := /usr/lib/postgresql/*/bin/initdb
+postgres-deps:
+	@{ command -v initdb >/dev/null 2>&1 || ls $(PG_BIN_GLOB) >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
+	      || echo "could not install postgresql: the PostgreSQL tests will skip"; \
+	  else echo "PostgreSQL missing (as root: apt-get install postgresql): the PostgreSQL tests will skip"; fi; }
+
+test: install-test browser-deps postgres-deps
 	$(PY) -m ruff check src tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 

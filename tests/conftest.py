@@ -17,7 +17,10 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.setenv("HF_HUB_CACHE", str(hf_home / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for var in ("MIMIR_CONFIG", "MIMIR_BUDGET", "MIMIR_KEEP_ALIVE", "MIMIR_LOG_LEVEL"):
+    for var in (
+        "MIMIR_CONFIG", "MIMIR_BUDGET", "MIMIR_KEEP_ALIVE", "MIMIR_LOG_LEVEL",
+        "MIMIR_DATABASE_URL", "MIMIR_DATABASE_PASSWORD", "MIMIR_DATABASE_PASSWORD_FILE", "MIMIR_INSTANCE",
+    ):
         monkeypatch.delenv(var, raising=False)
     return home
 
@@ -47,3 +50,37 @@ def tiny_llama(tiny_llama_files: dict[str, bytes], _isolated_home: Path) -> Path
     from tiny_hf import install_in_cache
 
     return install_in_cache(Path(os.environ["HF_HUB_CACHE"]), tiny_llama_files)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the whole session (initdb as a non-root user, 127.0.0.1,
+    a free port), removed afterwards. Skips, saying why, when the binaries are missing."""
+    from pg_server import PostgresServer, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the session's server, dropped after the test."""
+    name = postgres_server.new_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request: pytest.FixtureRequest, tmp_path: Path):
+    """Each storage test runs on both engines: a SQLite file in tmp_path and a fresh PostgreSQL database."""
+    from mimir.storage.url import StorageTarget
+
+    if request.param == "sqlite":
+        return StorageTarget.sqlite(tmp_path / "mimir.db")
+    return StorageTarget.parse(request.getfixturevalue("postgres_url"))

@@ -21,8 +21,9 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-def db(tmp_path):
-    database = Database.open(tmp_path / "mimir.db")
+def db(db_target):
+    """The telemetry store on both engines (SQLite file, real PostgreSQL)."""
+    database = Database.open(db_target)
     yield database
     database.close()
 

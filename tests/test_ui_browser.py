@@ -11,17 +11,14 @@ With ``MIMIR_SCREENSHOTS_DIR`` set, a screenshot of each tab is saved there.
 from __future__ import annotations
 
 import os
-import queue
 import shutil
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from cache_trees import build_cache
+from serving import Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -58,43 +55,6 @@ def browser():
             pytest.skip(f"Chromium at {executable} does not start under Playwright: {exc}")
         yield browser
         browser.close()
-
-
-class Server:
-    """``mimir serve --port 0`` in a subprocess; its output is kept for failure reports."""
-
-    def __init__(self, env: dict[str, str]):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mimir.cli.main", "serve", "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        )
-        self.lines: list[str] = []
-        self._urls: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line.startswith("Mimir web app: "):
-                self._urls.put(line.split()[3])
-
-    def url(self, timeout_s: float = 180.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                return self._urls.get(timeout=1.0)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-        raise AssertionError("mimir serve did not start:\n" + "".join(self.lines))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -185,16 +145,96 @@ def test_chat_memory_cache_and_models_tabs_in_a_real_browser(browser, server):
     expect(page.locator("#models-counters")).to_contain_text("Loads 1")
     shoot(page, "models")
 
-    # Past sessions belong to the browser that started them
+    # Past sessions: the local user's (auth = "none": one user), listed again after a reload
     page.reload()
     page.get_by_role("tab", name="Chat").click()
-    expect(page.locator("#sessions")).to_contain_text("1 session started in this browser", timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#sessions")).to_contain_text("1 session of yours", timeout=UI_TIMEOUT_MS)
     page.click("#sessions input")
     expect(page.locator("ul[role=listbox] li").first).to_contain_text(QUESTION, timeout=UI_TIMEOUT_MS)
-    stranger = browser.new_context().new_page()
-    stranger.goto(url)
-    stranger.wait_for_selector("#message textarea", timeout=UI_TIMEOUT_MS)
-    expect(stranger.locator("#sessions")).to_contain_text("None started in this browser", timeout=UI_TIMEOUT_MS)
-    stranger.click("#sessions input")
-    assert stranger.locator("ul[role=listbox] li").count() == 0
     context.close()
+
+
+SCRIPTED_CLASS = """
+[models.default]
+backend = "scripted"
+path = "scripted"
+options = { replies = ["A sum adds numbers together."] }
+
+[tutor]
+thinking = false
+
+[server]
+auth = "password"
+"""
+
+
+@pytest.fixture
+def class_server(tmp_path):
+    """``mimir serve`` with ``auth = "password"``, an admin (ada) and a student (sam)."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "mimir.toml"
+    config.write_text(SCRIPTED_CLASS)
+    env = {**os.environ, "MIMIR_CONFIG": str(config), "GRADIO_ANALYTICS_ENABLED": "False"}
+    for name, role in (("ada", "admin"), ("sam", "student")):
+        subprocess.run([sys.executable, "-m", "mimir.cli.main", "users", "add", name, "--role", role,
+                        "--password-stdin"], input=f"{name} password", env=env, check=True, capture_output=True, text=True)
+    server = Server(env)
+    try:
+        yield server.ready_url()
+        assert server.proc.poll() is None, "the server died during the test:\n" + server.output
+    finally:
+        server.stop()
+
+
+def sign_in(page, url: str, name: str, password: str | None = None) -> None:
+    page.goto(url)
+    page.wait_for_selector("#login-form", timeout=UI_TIMEOUT_MS)
+    page.fill("#name", name)
+    page.fill("#password", password or f"{name} password")
+    page.click("#login-submit")
+
+
+def test_sign_in_as_student_and_admin_shows_each_the_right_tabs(browser, class_server):
+    from playwright.sync_api import expect
+
+    url = class_server
+    student = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = student.new_page()
+    sign_in(page, url, "sam", "not the password")
+    expect(page.locator("#login-error")).to_contain_text("Wrong user name or password", timeout=UI_TIMEOUT_MS)
+    sign_in(page, url, "sam")
+    page.wait_for_selector("#message textarea", timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#user-line")).to_contain_text("sam", timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_role("tab", name="Chat")).to_be_visible()
+    expect(page.get_by_role("tab", name="Memory")).to_be_visible()
+    expect(page.get_by_role("tab", name="Cache")).to_be_hidden()
+    expect(page.get_by_role("tab", name="Models")).to_be_hidden()
+    cookie = next(c for c in student.cookies() if c["name"] == "mimir_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    page.fill("#message textarea", QUESTION)
+    page.click("#send")
+    expect(page.locator("#chatbot")).to_contain_text("A sum adds numbers together.", timeout=ANSWER_TIMEOUT_MS)
+    expect(page.locator("#sessions")).to_contain_text("1 session of yours", timeout=UI_TIMEOUT_MS)
+    shoot(page, "signed-in-student")
+    page.click("#logout-button")
+    page.wait_for_selector("#login-form", timeout=UI_TIMEOUT_MS)
+    page.goto(url)  # signed out: back to the sign-in page
+    page.wait_for_selector("#login-form", timeout=UI_TIMEOUT_MS)
+    student.close()
+
+    admin = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = admin.new_page()
+    sign_in(page, url, "ada")
+    page.wait_for_selector("#message textarea", timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#user-line")).to_contain_text("ada", timeout=UI_TIMEOUT_MS)
+    for tab in ("Chat", "Memory", "Cache", "Models"):
+        expect(page.get_by_role("tab", name=tab)).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#sessions")).to_contain_text("1 session of all users", timeout=UI_TIMEOUT_MS)
+    page.click("#sessions input")
+    expect(page.locator("ul[role=listbox] li").first).to_contain_text("sam", timeout=UI_TIMEOUT_MS)
+    page.get_by_role("tab", name="Models").click()
+    expect(page.locator("#models-table")).to_contain_text("scripted", timeout=UI_TIMEOUT_MS)
+    shoot(page, "signed-in-admin")
+    admin.close()

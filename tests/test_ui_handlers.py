@@ -15,6 +15,7 @@ pytest.importorskip("gradio")
 
 from cache_trees import build_cache  # noqa: E402
 from mimir.app import MimirApp  # noqa: E402
+from mimir.auth.roles import LOCAL_ADMIN, Principal  # noqa: E402
 from mimir.config import settings_from_dict  # noqa: E402
 from mimir.errors import GenerationError, InvalidInputError, NotFoundError  # noqa: E402
 from mimir.ui.chat import WAITING_TEXT, TurnRunner  # noqa: E402
@@ -30,6 +31,20 @@ def scripted_app(options: dict | None = None, *, budget: str = "1GiB", extra_mod
     data = {"models": models, "roles": {r: "default" for r in ("tool_decision", "routing", "thinking", "response")},
             "budget": {"memory": budget}, "tutor": {"thinking": False}}
     return MimirApp(settings_from_dict(data))
+
+
+def request_as(principal: Principal | None = LOCAL_ADMIN, address: str = "127.0.0.1"):
+    """The ``gr.Request`` Gradio hands a handler after the access guard let the call in."""
+    import gradio as gr
+    from starlette.requests import Request
+
+    state = {} if principal is None else {"principal": principal}
+    scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join", "headers": [],
+             "client": (address, 5000), "state": state}
+    return gr.Request(request=Request(scope))
+
+
+ME = request_as()
 
 
 def last(generator):
@@ -103,52 +118,94 @@ def test_a_failing_turn_is_an_error_event_and_the_session_goes_on():
 def test_chat_streams_and_ends_with_answer_status_and_session():
     with scripted_app() as app:
         h = Handlers(app)
-        outputs = list(h.chat("What is summation?", [], None, []))
-        chatbot, box, status, session, owned, sessions = outputs[-1]
+        outputs = list(h.chat("What is summation?", [], None, ME))
+        chatbot, box, status, session, sessions = outputs[-1]
         assert outputs[0][1] == ""  # the textbox is cleared as soon as the turn starts
         assert any(o[0][-1].get("metadata", {}).get("status") == "pending" for o in outputs)  # loading shown
         assert chatbot[0] == {"role": "user", "content": "What is summation?"}
         assert chatbot[1] == {"role": "assistant", "content": REPLY}
         assert chatbot[-1]["metadata"]["title"] == status and "peak RSS" in status
-        assert owned == [session] and app.conversations.get_session(session).turn_count == 1
+        assert app.conversations.get_session(session).turn_count == 1
         assert sessions["value"] == session and [c[1] for c in sessions["choices"]] == [session]
-        assert sessions["info"] == "1 session started in this browser."
+        assert sessions["info"] == "1 session of yours."
 
 
-def test_two_visitors_never_see_each_others_sessions():
+SAM = Principal("u-sam", "sam", "student")
+KIM = Principal("u-kim", "kim", "student")
+TESS = Principal("u-tess", "tess", "teacher")
+
+
+def test_students_never_see_each_others_sessions_whatever_id_they_send():
+    """Also issue 15's promise: a forged or foreign session id sent by the web app's client
+    adds no one else's session to this browser (the server decides who owns what)."""
     with scripted_app() as app:
         h = Handlers(app)
-        a_chat, _, _, a_session, a_owned, _ = last(h.chat("Alice asks about fractions", [], None, []))
-        b_chat, _, _, b_session, b_owned, b_sessions = last(h.chat("Bob asks about verbs", [], None, []))
-        assert a_session != b_session and b_owned == [b_session]
-        assert "Alice" not in str(b_chat) and [c[1] for c in b_sessions["choices"]] == [b_session]
-        chatbot, message, session = h.open_session(a_session, b_owned)
-        assert is_skip(chatbot) and is_skip(session) and "not started in this browser" in message
-        chatbot, message, session = h.open_session(a_session, a_owned)
-        assert session == a_session and chatbot[0]["content"] == "Alice asks about fractions"
-        # page load lists only this browser's sessions, dropping ones that were deleted
-        app.conversations.delete_session(a_session)
-        dropdown, kept, _ = h.load_page([a_session, b_session, 42])
-        assert kept == [b_session] and [c[1] for c in dropdown["choices"]] == [b_session]
-        assert h.load_page(None)[0]["info"] == "None started in this browser yet."
+        sam, kim = request_as(SAM), request_as(KIM)
+        a_chat, _, _, a_session, _ = last(h.chat("Sam asks about fractions", [], None, sam))
+        b_chat, _, _, b_session, b_sessions = last(h.chat("Kim asks about verbs", [], None, kim))
+        assert a_session != b_session and app.conversations.get_session(a_session).owner_id == "u-sam"
+        assert "Sam" not in str(b_chat) and [c[1] for c in b_sessions["choices"]] == [b_session]
+        # Kim opens Sam's session by its id: refused exactly like an id that does not exist
+        chatbot, message, session = h.open_session(a_session, kim)
+        _, missing, _ = h.open_session("s-000000000000", kim)
+        assert is_skip(chatbot) and is_skip(session) and "no session" in message
+        assert message.replace(a_session, "ID") == missing.replace("s-000000000000", "ID")
+        # ... and sending a turn into it is refused too, storing nothing there
+        chatbot, _, status, session, sessions = last(h.chat("Kim writes into Sam's session", [], a_session, kim))
+        assert "no session" in status and is_skip(sessions)
+        assert app.conversations.get_session(a_session).turn_count == 1
+        chatbot, message, session = h.open_session(a_session, sam)
+        assert session == a_session and chatbot[0]["content"] == "Sam asks about fractions"
+        # page load lists only the user's own sessions
+        dropdown, *_ = h.load_page(kim)
+        assert [c[1] for c in dropdown["choices"]] == [b_session]
+        app.conversations.delete_session(b_session)
+        assert h.load_page(kim)[0]["info"] == "None of yours yet."
+
+
+def test_teachers_read_every_session_but_write_only_their_own():
+    with scripted_app() as app:
+        h = Handlers(app)
+        *_, sam_session, _ = last(h.chat("Sam asks about fractions", [], None, request_as(SAM)))
+        teacher = request_as(TESS)
+        dropdown, _, user, cache_tab, models_tab = h.load_page(teacher)
+        assert [c[1] for c in dropdown["choices"]] == [sam_session] and "all users" in dropdown["info"]
+        assert "tess" in user and cache_tab["visible"] is False and models_tab["visible"] is False
+        chatbot, message, session = h.open_session(sam_session, teacher)
+        assert chatbot[0]["content"] == "Sam asks about fractions" and "read-only" in message
+        *_, status, _, _ = last(h.chat("Teacher writes into it", [], sam_session, teacher))
+        assert "no session" in status and app.conversations.get_session(sam_session).turn_count == 1
+
+
+def test_every_handler_refuses_a_call_the_guard_did_not_let_in():
+    with scripted_app() as app:
+        h = Handlers(app)
+        nobody = request_as(None)
+        *_, status, session, _ = last(h.chat("Hello?", [], None, nobody))
+        assert "sign in first" in status and session is None and app.conversations.list_sessions() == []
+        assert "sign in first" in h.open_session("s-x", nobody)[1]
+        assert "sign in first" in h.memory(None, None, nobody)[-1]
+        assert "sign in first" in h.models(nobody)[0]
+        assert "sign in first" in h.scan(nobody)[0]
+        assert "sign in first" in h.load_page(nobody)[1]
 
 
 def test_chat_shows_errors_in_the_page_and_keeps_working():
     with scripted_app({"fail": "weights are corrupted"}) as app:
         h = Handlers(app)
-        chatbot, box, status, session, owned, _ = last(h.chat("   ", [], None, []))
+        chatbot, box, status, session, _ = last(h.chat("   ", [], None, ME))
         assert status.startswith("**Error:**") and session is None and chatbot == []
         assert box == "   "  # the input stays for the student to fix
-        chatbot, _, status, session, owned, _ = last(h.chat("What is a verb?", [], None, []))
+        chatbot, _, status, session, _ = last(h.chat("What is a verb?", [], None, ME))
         assert "failed to load" in status and "weights are corrupted" in status
         assert chatbot[-1]["content"].startswith("**Error:**")
-        assert session is not None and owned == [session]  # the failed turn is in this session
+        assert session is not None  # the failed turn is in this session
         assert [t.status for t in app.conversations.turns(session)] == ["failed"]
 
 
 def test_budget_too_small_is_a_readable_message():
     with scripted_app({"size_bytes": 64 * MiB}, budget="1MiB") as app:
-        *_, status, _, _, _ = last(Handlers(app).chat("What is a noun?", [], None, []))
+        *_, status, _, _ = last(Handlers(app).chat("What is a noun?", [], None, ME))
     assert status.startswith("**Error:**") and "budget" in status and "64.0MiB" in status
 
 
@@ -158,27 +215,44 @@ def test_budget_too_small_is_a_readable_message():
 def test_memory_shows_the_turns_steps_and_follows_the_newest_turn():
     with scripted_app() as app:
         h = Handlers(app)
-        *_, first, owned, _ = last(h.chat("What is summation?", [], None, []))
-        plot, picker, steps, resident, budget, key, message = h.memory(None, owned, None)
+        *_, first, _ = last(h.chat("What is summation?", [], None, ME))
+        plot, picker, steps, resident, budget, key, message = h.memory(None, None, ME)
         assert message == "" and plot is not None
         assert list(steps["step"]) == ["history", "tool_decision", "routing", "rules", "response", "postprocess"]
         assert list(resident["model"]) == ["default"] and "RAM budget" in budget
         first_turn = picker["value"]
-        again = h.memory(None, owned, key)
+        again = h.memory(None, key, ME)
         assert all(is_skip(v) for v in again[:3]) and again[5] == key  # nothing new: no redraw
-        last(h.chat("And a product?", [], first, owned))
-        newer = h.memory(None, owned, key)
+        last(h.chat("And a product?", [], first, ME))
+        newer = h.memory(None, key, ME)
         assert newer[1]["value"] != first_turn  # follows the newest turn
-        *outputs, picked = h.pick_turn(first_turn, owned, newer[5])
+        *outputs, picked = h.pick_turn(first_turn, newer[5], ME)
         assert picked == first_turn and outputs[1]["value"] == first_turn
-        *outputs, picked = h.pick_turn(newer[1]["value"], owned, outputs[5])
+        *outputs, picked = h.pick_turn(newer[1]["value"], outputs[5], ME)
         assert picked is None  # choosing the newest means following it
+
+
+def test_students_see_the_memory_of_their_own_turns_teachers_of_all():
+    with scripted_app() as app:
+        h = Handlers(app)
+        last(h.chat("Sam asks", [], None, request_as(SAM)))
+        last(h.chat("Kim asks", [], None, request_as(KIM)))
+        _, sam_picker, *_ = h.memory(None, None, request_as(SAM))
+        _, kim_picker, *_ = h.memory(None, None, request_as(KIM))
+        _, all_picker, *_ = h.memory(None, None, request_as(TESS))
+        sam_ids = [c[1] for c in sam_picker["choices"]]
+        kim_ids = [c[1] for c in kim_picker["choices"]]
+        assert len(sam_ids) == len(kim_ids) == 1 and sam_ids != kim_ids
+        assert sorted(c[1] for c in all_picker["choices"]) == sorted(sam_ids + kim_ids)
+        # a student picking another's turn id gets their own newest instead
+        *outputs, picked = h.pick_turn(kim_ids[0], None, request_as(SAM))
+        assert outputs[1]["value"] == sam_ids[0]
 
 
 def test_models_tab_unloads_only_idle_models():
     with scripted_app() as app:
         h = Handlers(app)
-        counters, budget, roles, models, pick = h.models()
+        counters, budget, roles, models, pick = h.models(ME)
         assert pick["choices"] == [] and list(models["resident"]) == ["no"]
         assert list(roles["model"]) == ["default"] * 4
         held = threading.Event()
@@ -193,16 +267,29 @@ def test_models_tab_unloads_only_idle_models():
         worker.start()
         held.wait(30)
         try:
-            message, *_ = h.unload("default")
+            message, *_ = h.unload("default", ME)
             assert message.startswith("**Error:**") and "in use" in message
         finally:
             done.set()
             worker.join(30)
-        counters, _, _, models, pick = h.models()
+        counters, _, _, models, pick = h.models(ME)
         assert pick["choices"] == ["default"] and "**Loads** 1" in counters
-        message, counters, _, _, models, pick = h.unload("default")
+        message, counters, _, _, models, pick = h.unload("default", ME)
         assert message == "Unloaded `default`." and list(models["resident"]) == ["no"]
         assert "**unloads** 1" in counters and pick["choices"] == []
+        (entry,) = app.audit.entries(action="model.unload")
+        assert (entry.actor, entry.target, entry.address) == ("local", "default", "127.0.0.1")
+
+
+def test_only_admins_unload_models_whatever_the_page_shows():
+    with scripted_app() as app:
+        h = Handlers(app)
+        last(h.chat("What is a noun?", [], None, ME))
+        for who in (SAM, TESS):
+            message, counters, *_ = h.unload("default", request_as(who))
+            assert "unloading a model needs the admin role" in message
+            assert "needs the admin role" in counters  # the Models tab's contents are refused too
+        assert app.manager.status().resident and app.audit.entries() == []
 
 
 # -- cache -------------------------------------------------------------------------------
@@ -218,10 +305,10 @@ def test_cache_scan_plan_confirm_and_delete(cache_tree):
     extra = {"alpha": {"backend": "scripted", "repo": "org/alpha"}}
     with scripted_app(extra_models=extra) as app:
         h = Handlers(app)
-        totals, repos, warnings, files = h.scan()
+        totals, repos, warnings, files = h.scan(ME)
         assert {"model/org/alpha", "model/org/beta", "dataset/org/data"} <= set(repos["repo"])
         assert "incomplete" in set(warnings["kind"]) and "default" in set(files["model"])
-        line, table, plan, confirm, delete, result = h.plan(True, False, False)
+        line, table, plan, confirm, delete, result = h.plan(True, False, False, ME)
         assert line.startswith("**Dry run:**") and plan is not None and plan.repos
         assert delete["interactive"] is False and confirm["value"] is False
         assert "model/org/beta" in set(table["item"]) and cache_tree.repo("org/beta").is_dir()
@@ -229,16 +316,32 @@ def test_cache_scan_plan_confirm_and_delete(cache_tree):
         assert h.confirm_changed(True, None)["interactive"] is False
         assert h.confirm_changed(True, plan)["interactive"] is True
         # no deletion without the confirmation, or without a plan
-        message, kept_plan, *_ = h.execute(False, plan)
+        message, kept_plan, *_ = h.execute(False, plan, ME)
         assert "tick the confirmation box" in message and kept_plan is plan and cache_tree.repo("org/beta").is_dir()
-        message, *_ = h.execute(True, None)
+        message, *_ = h.execute(True, None, ME)
         assert "make a plan first" in message
-        message, plan_after, confirm, delete, totals, repos, *_ = h.execute(True, plan)
+        message, plan_after, confirm, delete, totals, repos, *_ = h.execute(True, plan, ME)
         assert message.startswith("**Freed ") and plan_after is None and delete["interactive"] is False
         assert not cache_tree.repo("org/beta").exists() and cache_tree.repo("org/alpha").is_dir()
         assert "model/org/beta" not in set(repos["repo"]) and "model/org/alpha" in set(repos["repo"])
         line, plan_state, confirm, delete = h.options_changed()
         assert plan_state is None and delete["interactive"] is False
+        (entry,) = app.audit.entries(action="cache.prune")
+        assert entry.actor == "local" and entry.detail["freed_bytes"] > 0
+
+
+def test_students_and_teachers_cannot_plan_or_prune(cache_tree):
+    extra = {"alpha": {"backend": "scripted", "repo": "org/alpha"}}
+    with scripted_app(extra_models=extra) as app:
+        h = Handlers(app)
+        _, _, plan, *_ = h.plan(True, False, False, ME)  # a real plan, made by an admin
+        for who in (SAM, TESS):
+            line, *_ = h.plan(True, False, False, request_as(who))
+            assert "pruning the model cache needs the admin role" in line
+            message, *rest = h.execute(True, plan, request_as(who))
+            assert "needs the admin role" in message and "needs the admin role" in rest[3]
+            assert "needs the admin role" in h.scan(request_as(who))[0]
+        assert cache_tree.repo("org/beta").is_dir() and app.audit.entries() == []
 
 
 def test_cache_errors_are_messages(tmp_path, monkeypatch):
@@ -247,9 +350,9 @@ def test_cache_errors_are_messages(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(not_a_dir))
     with scripted_app() as app:
         h = Handlers(app)
-        totals, *rest = h.scan()
+        totals, *rest = h.scan(ME)
         assert totals.startswith("**Error:**") and "is a file" in totals and all(is_skip(v) for v in rest)
-        line, *_ = h.plan(False, False, False)
+        line, *_ = h.plan(False, False, False, ME)
         assert line.startswith("**Error:**")
 
 

@@ -175,6 +175,22 @@ def test_turn_choices_hold_no_message_text_and_mark_own_turns():
     assert choices[1][0].endswith("· yours") and "yours" not in choices[0][0]
 
 
+def test_turn_choices_name_the_instance_that_ran_each_turn(monkeypatch):
+    monkeypatch.setenv("MIMIR_INSTANCE", "web-2")
+    with scripted_app(tutor={"thinking": False}) as app:
+        done = app.tutor.run_turn("What is 2 + 2?")
+        app.telemetry.flush()
+        from mimir.storage.telemetry_store import TelemetryStore
+
+        store = TelemetryStore(app.db)
+        turns = store.turns(last=5)
+        instances = store.turn_instances([t.turn_id for t in turns])
+    assert instances == {done.turn_id: "web-2"}
+    [(label, turn_id)] = render.turn_choices(turns, instances=instances)
+    assert turn_id == done.turn_id and f"{done.turn_id} · on web-2 ·" in label
+    assert " on " not in render.turn_choices(turns)[0][0]  # one instance: no label needed
+
+
 def test_resident_table_and_budget_line_from_a_real_manager():
     with scripted_app({"size_bytes": 64 * MiB, "alloc_bytes": 8 * MiB}) as app:
         with app.manager.use("default"):

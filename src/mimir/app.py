@@ -17,6 +17,9 @@ from mimir.config import Settings, load_settings
 from mimir.runtime.manager import ModelManager
 
 if TYPE_CHECKING:
+    from mimir.ops.metrics import ServerMetrics
+    from mimir.storage.accounts import AccountStore
+    from mimir.storage.audit import AuditLog
     from mimir.runtime.runner import Runner
     from mimir.storage.conversations import ConversationStore
     from mimir.storage.db import Database
@@ -40,6 +43,8 @@ class MimirApp:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._lock = threading.RLock()  # reentrant: building telemetry builds the db
+        #: The Prometheus registry /metrics serves, once the HTTP server installed it.
+        self.server_metrics: ServerMetrics | None = None
 
     @classmethod
     def from_config(cls, config: str | os.PathLike | None = None) -> MimirApp:
@@ -58,10 +63,32 @@ class MimirApp:
 
     @_built_once
     def db(self) -> Database:
-        """The SQLite database under ``MIMIR_HOME`` (opened and migrated on first use)."""
+        """The database: ``[storage] url`` / ``MIMIR_DATABASE_URL``, else the SQLite file under
+        ``MIMIR_HOME`` (opened and migrated on first use). With ``[storage]
+        telemetry_retention``, older telemetry is deleted right after."""
         from mimir.storage.db import Database
 
-        return Database.open(self.settings.db_path)
+        db = Database.from_settings(self.settings)
+        try:
+            apply_retention(self.settings, db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @_built_once
+    def accounts(self) -> AccountStore:
+        """Users, API keys and web sign-ins."""
+        from mimir.storage.accounts import AccountStore
+
+        return AccountStore(self.db)
+
+    @_built_once
+    def audit(self) -> AuditLog:
+        """Who did what: prunes, unloads, deletions, user and key changes."""
+        from mimir.storage.audit import AuditLog
+
+        return AuditLog(self.db)
 
     @_built_once
     def telemetry(self) -> Telemetry:
@@ -102,8 +129,45 @@ class MimirApp:
         self.close()
 
 
+def apply_retention(settings: Settings, db: Database) -> int:
+    """Delete telemetry older than ``[storage] telemetry_retention`` (off: nothing). Returns
+    the steps deleted."""
+    retention_s = settings.storage.telemetry_retention_s
+    if retention_s is None:
+        return 0
+    import time
+
+    from mimir.storage.telemetry_store import TelemetryStore
+
+    deleted = TelemetryStore(db).delete_older_than(time.time() - retention_s)
+    if deleted:
+        logging.getLogger(__name__).info("deleted %d telemetry steps older than the retention period", deleted)
+    return deleted
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) with credentials in URLs masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from mimir.redact import redact_secrets
+
+        return redact_secrets(super().format(record))
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact_log_handlers()
+
+
+def redact_log_handlers(logger: logging.Logger | None = None) -> None:
+    """Give every handler of ``logger`` (default: the root logger) a redacting formatter."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not isinstance(handler.formatter, RedactingFormatter):
+            fmt = handler.formatter
+            handler.setFormatter(RedactingFormatter(
+                fmt._fmt if fmt else "%(asctime)s %(levelname)s %(name)s: %(message)s",
+                fmt.datefmt if fmt else None,
+            ))

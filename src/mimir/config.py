@@ -28,6 +28,12 @@ Example ``mimir.toml``::
     routing = "small"
     thinking = "big"
     response = "big"
+
+    [server]
+    auth = "password"            # "none" (default, loopback only) or "password"; see mimir.auth.options
+
+    [storage]
+    telemetry_retention = "30d"  # delete telemetry older than this; off by default
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mimir.auth.options import AuthOptions, parse_auth_options
 from mimir.errors import ConfigError
 from mimir.models.spec import BUNDLED_PACKAGE_RESOURCE, ModelSource, ModelSpec
 from mimir.units import format_bytes, parse_duration, parse_size
@@ -52,7 +59,8 @@ AUTO_GPU_FRACTION = 0.9
 DECIDERS = ("rules", "model", "hybrid")
 DECISIONS = ("tool", "routing")
 
-_TOP_KEYS = {"home", "log_level", "budget", "models", "roles", "tutor", "telemetry", "server"}
+_TOP_KEYS = {"home", "log_level", "budget", "models", "roles", "tutor", "telemetry", "server", "storage"}
+_STORAGE_KEYS = {"url", "password_file", "pool_size", "instance", "telemetry_retention"}
 _BUDGET_KEYS = {"memory", "gpu_memory", "keep_alive", "load_timeout"}
 _MODEL_KEYS = {
     "backend",
@@ -103,6 +111,41 @@ class TutorSettings:
 
 
 @dataclass(frozen=True)
+class ServerLimits:
+    """The ``[server]`` keys for limits and the turn queue (docs/limits.md)."""
+
+    #: Largest request body accepted (413 above).
+    max_body_bytes: int = 1024 * 1024
+    #: Messages in one chat request, and characters in one message (400 above).
+    max_messages: int = 64
+    max_message_chars: int = 32_000
+    #: Turns waiting for a free slot before new ones get 503.
+    max_queue: int = 32
+    #: Turns one user (API key, session or browser) may have running or waiting (429 above).
+    per_user_concurrency: int = 1
+    #: A whole turn, queue wait excluded; past it the turn stops with a timeout error.
+    turn_timeout_s: float = 300.0
+    #: On shutdown, how long running turns may take to finish before they are stopped.
+    shutdown_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where the state lives (see :mod:`mimir.storage.url`). ``url=None``: ``home/mimir.db``."""
+
+    #: ``postgresql://user@host:5432/db`` (no password), or ``None`` for the SQLite file.
+    url: str | None = None
+    #: A file holding the database password (a mounted secret); read when the database opens.
+    password_file: Path | None = None
+    #: Most connections one process keeps open to PostgreSQL.
+    pool_size: int = 5
+    #: This instance's name, stored with each turn (default: the host name).
+    instance: str | None = None
+    #: Telemetry older than this is deleted (at start, then hourly while serving); None: kept.
+    telemetry_retention_s: float | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     models: Mapping[str, ModelSpec]
@@ -114,6 +157,14 @@ class Settings:
     log_level: str = "WARNING"
     tutor: TutorSettings = field(default_factory=TutorSettings)
     telemetry: Mapping[str, Any] = field(default_factory=dict)
+    #: The ``[server]`` table as written; each part of the server parses its own keys
+    #: (metrics and health: :func:`mimir.ops.options.parse_ops_options`).
+    server: Mapping[str, Any] = field(default_factory=dict)
+    #: ``[server]`` auth keys, parsed (:func:`mimir.auth.options.parse_auth_options`).
+    auth: AuthOptions = field(default_factory=AuthOptions)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    #: ``[server]`` limits and queue keys, parsed (:func:`_parse_limits`).
+    limits: ServerLimits = field(default_factory=ServerLimits)
     #: The file these settings came from, or ``None`` for built-in defaults.
     source: Path | None = None
 
@@ -126,6 +177,7 @@ class Settings:
 
     @property
     def db_path(self) -> Path:
+        """The default SQLite file (used when no ``[storage] url`` is set)."""
         return self.home / "mimir.db"
 
 
@@ -201,6 +253,13 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
 
     tutor = _parse_tutor(_table(data, "tutor", src), src, source)
     telemetry = _table(data, "telemetry", src)
+    server = _table(data, "server", src)
+    from mimir.ops.options import parse_ops_options
+
+    parse_ops_options(server, src)  # its keys fail at load time, like every other key
+    auth = parse_auth_options(server, src)
+    storage = _parse_storage(_table(data, "storage", src), env, src)
+    limits = _parse_limits(server, src)
     return Settings(
         home=home,
         models=models,
@@ -211,6 +270,10 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
         log_level=log_level,
         tutor=tutor,
         telemetry=dict(telemetry),
+        server=dict(server),
+        auth=auth,
+        storage=storage,
+        limits=limits,
         source=source,
     )
 
@@ -233,6 +296,62 @@ def _check_keys(table: Mapping[str, Any], valid: set[str], prefix: str, src: str
             f"unknown key; valid keys: {', '.join(sorted(valid))}",
             source=src,
         )
+
+
+def _parse_storage(raw: Mapping[str, Any], env: Mapping[str, str], src: str | None) -> StorageSettings:
+    """``[storage]`` plus ``MIMIR_DATABASE_URL`` / ``MIMIR_DATABASE_PASSWORD_FILE`` / ``MIMIR_INSTANCE``."""
+    from urllib.parse import urlsplit
+
+    _check_keys(raw, _STORAGE_KEYS, "storage", src)
+    url = env.get("MIMIR_DATABASE_URL") or None
+    if url is None and raw.get("url") is not None:
+        url = raw["url"]
+        if not isinstance(url, str) or not url:
+            raise ConfigError("storage.url", "must be a URL string such as 'postgresql://mimir@db:5432/mimir'", source=src)
+        try:
+            inline = urlsplit(url).password is not None or "password=" in urlsplit(url).query.lower()
+        except ValueError:
+            inline = False
+        if inline:
+            # A secret in a config file ends up in backups and screenshots; never accept it.
+            raise ConfigError(
+                "storage.url",
+                "must not contain a password; use storage.password_file, MIMIR_DATABASE_PASSWORD or ~/.pgpass",
+                source=src,
+            )
+    if url is not None:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("postgresql", "postgres", "sqlite", ""):
+            raise ConfigError("storage.url", f"unknown scheme '{scheme}'; use postgresql://", source=src)
+    pw_file = env.get("MIMIR_DATABASE_PASSWORD_FILE") or raw.get("password_file")
+    if pw_file is not None and (not isinstance(pw_file, str) or not pw_file):
+        raise ConfigError("storage.password_file", "must be a file path", source=src)
+    pool_size = raw.get("pool_size", 5)
+    if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 100:
+        raise ConfigError("storage.pool_size", "must be an integer from 1 to 100", source=src)
+    instance = env.get("MIMIR_INSTANCE") or raw.get("instance")
+    if instance is not None and (not isinstance(instance, str) or not instance.strip() or len(instance) > 64):
+        raise ConfigError("storage.instance", "must be a name of 1 to 64 characters", source=src)
+    return StorageSettings(
+        url=url,
+        password_file=Path(pw_file).expanduser() if pw_file else None,
+        pool_size=pool_size,
+        instance=instance.strip() if instance else None,
+        telemetry_retention_s=_parse_retention(raw.get("telemetry_retention", "off"), src),
+    )
+
+
+def _parse_retention(value: Any, src: str | None) -> float | None:
+    """``[storage] telemetry_retention``: ``"30d"``, or ``"off"`` (the default) to keep everything."""
+    if value is False or (isinstance(value, str) and value.strip().lower() in {"off", "never", ""}):
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError("storage.telemetry_retention", f"{exc}; or 'off'", source=src) from None
+    if seconds <= 0:
+        raise ConfigError("storage.telemetry_retention", "must be more than zero, or 'off'", source=src)
+    return seconds
 
 
 def _parse_models(raw: Any, src: str | None) -> dict[str, ModelSpec]:
@@ -428,4 +547,40 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
         temperature=float(temperature),
         history_turns=_int("history_turns", defaults.history_turns, 0),
         prompts_dir=prompts_dir,
+    )
+
+
+def _parse_limits(raw: Mapping[str, Any], src: str | None) -> ServerLimits:
+    """Read the limit and queue keys of ``[server]``; other keys are left to their owners."""
+    defaults = ServerLimits()
+
+    def _int(key: str, default: int, minimum: int) -> int:
+        value = raw.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"server.{key}", f"must be an integer >= {minimum}", source=src)
+        return value
+
+    def _seconds(key: str, default: float) -> float:
+        try:
+            value = parse_duration(raw.get(key, default))
+        except ValueError as exc:
+            raise ConfigError(f"server.{key}", str(exc), source=src) from None
+        if value <= 0:
+            raise ConfigError(f"server.{key}", "must be a positive duration such as '30s' or '5m'", source=src)
+        return value
+
+    try:
+        max_body = parse_size(raw.get("max_body", defaults.max_body_bytes))
+    except ValueError as exc:
+        raise ConfigError("server.max_body", f"{exc}; e.g. '1MiB'", source=src) from None
+    if max_body < 1024:
+        raise ConfigError("server.max_body", "must be at least 1KiB", source=src)
+    return ServerLimits(
+        max_body_bytes=max_body,
+        max_messages=_int("max_messages", defaults.max_messages, 1),
+        max_message_chars=_int("max_message_chars", defaults.max_message_chars, 1),
+        max_queue=_int("max_queue", defaults.max_queue, 0),
+        per_user_concurrency=_int("per_user_concurrency", defaults.per_user_concurrency, 1),
+        turn_timeout_s=_seconds("turn_timeout", defaults.turn_timeout_s),
+        shutdown_timeout_s=_seconds("shutdown_timeout", defaults.shutdown_timeout_s),
     )

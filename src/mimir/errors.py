@@ -18,11 +18,20 @@ def _fmt_bytes(n: int | float | None) -> str:
 
 
 class MimirError(Exception):
-    """Base class. ``exit_code`` and ``http_status`` are the defaults used by the edges."""
+    """Base class. ``exit_code`` and ``http_status`` are the defaults used by the edges.
+
+    The text never carries credentials: ``https://user:secret@host`` reads as
+    ``https://***@host`` wherever the error is shown, logged or stored.
+    """
 
     exit_code: int = 1
     http_status: int = 500
     kind: str = "mimir_error"
+
+    def __str__(self) -> str:
+        from mimir.redact import redact_secrets
+
+        return redact_secrets(super().__str__())
 
 
 class ConfigError(MimirError):
@@ -285,3 +294,88 @@ class DeviceOutOfMemoryError(MimirError):
         self.phase = phase
         self.cause = cause
         super().__init__(f"model '{model_id}' ran out of {device} memory during {phase}: {cause}")
+
+
+class AuthenticationError(MimirError):
+    """Missing or wrong credentials. Never says which part was wrong."""
+
+    exit_code = 2
+    http_status = 401
+    kind = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(MimirError):
+    """The signed-in user's role does not allow this action."""
+
+    exit_code = 2
+    http_status = 403
+    kind = "permission_denied"
+
+    def __init__(self, action: str, role: str, needed: str):
+        self.action = action
+        self.role = role
+        self.needed = needed
+        super().__init__(f"{action} needs the {needed} role; you are signed in as a {role}")
+
+
+class TooManyAttemptsError(MimirError):
+    """Login throttled after repeated failures from one address or for one user."""
+
+    exit_code = 2
+    http_status = 429
+    kind = "rate_limit_exceeded"
+
+    def __init__(self, retry_after_s: float):
+        self.retry_after_s = max(1, int(retry_after_s + 0.999))
+        super().__init__(f"too many failed sign-ins; try again in {self.retry_after_s} s")
+
+
+class RequestLimitError(InvalidInputError):
+    """A request over one of the server's limits (``[server]``), or not valid at all.
+    ``param`` names the field, as OpenAI's error body does."""
+
+    def __init__(self, message: str, *, param: str | None = None, http_status: int = 400):
+        self.param = param
+        self.http_status = http_status
+        super().__init__(message)
+
+
+class ServerBusyError(MimirError):
+    """The server will not take this turn now: the user already has as many turns running as
+    allowed (429), or the queue is full (503). ``retry_after_s`` is the advice sent back."""
+
+    exit_code = 10
+    kind = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float, http_status: int = 429):
+        self.retry_after_s = retry_after_s
+        self.http_status = http_status
+        if http_status == 503:
+            self.kind = "server_overloaded"
+        super().__init__(message)
+
+
+class TurnTimeoutError(MimirError):
+    """A turn ran past ``[server] turn_timeout`` (or a remote model past its deadline)."""
+
+    exit_code = 10
+    http_status = 504
+    kind = "timeout"
+
+    def __init__(self, what: str, timeout_s: float):
+        self.what = what
+        self.timeout_s = timeout_s
+        super().__init__(f"{what} took longer than {timeout_s:g} s and was stopped")
+
+
+class TurnCancelledError(MimirError):
+    """The client went away (closed the stream or the page): the turn stopped early."""
+
+    exit_code = 130
+    http_status = 499
+    kind = "cancelled"
+
+    def __init__(self, reason: str = "the client disconnected"):
+        self.reason = reason
+        super().__init__(f"the turn was stopped: {reason}")

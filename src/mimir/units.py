@@ -21,7 +21,7 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -52,7 +52,7 @@ def parse_duration(text: str | int | float) -> float:
         return float(text)
     m = _DURATION_RE.match(text)
     if not m or m.group(2).lower() not in _DURATION_UNITS:
-        raise ValueError(f"'{text}' is not a duration such as '30s', '5m' or '1h'")
+        raise ValueError(f"'{text}' is not a duration such as '30s', '5m', '1h' or '30d'")
     return float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
 
 

@@ -16,11 +16,17 @@ This module needs the ``ui`` extra (fastapi, pydantic); import it only to serve.
 ``"stream": true`` streams server-sent events in OpenAI's chunk format. Errors use OpenAI's
 error body ``{"error": {"message", "type", "param", "code"}}`` with the status each
 :class:`~mimir.errors.MimirError` declares.
+
+Who is calling comes from the guard in front of the app (:mod:`mimir.auth.web`): with
+``[server] auth = "password"`` the user of the ``Authorization: Bearer`` key. Sessions
+started through the API (``"session_id": "new"``) belong to that user; a ``session_id``
+of another user's session gets the same 404 as an unknown one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
@@ -28,10 +34,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
 
+from fastapi import Request
 from pydantic import BaseModel, Field
 
+from mimir.api.limits import BodyLimit, check_chat_request, error_body
+from mimir.auth.roles import Principal, require
+from mimir.auth.web import principal_of
 from mimir.errors import InvalidInputError, MimirError, UnknownModelError
 from mimir.models.base import ChatMessage, GenerationParams
+from mimir.tutor.text import clean_user_text
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -39,6 +50,19 @@ if TYPE_CHECKING:
     from mimir.app import MimirApp
 
 TUTOR_MODEL = "mimir-tutor"
+log = logging.getLogger(__name__)
+
+
+def _error_response(exc: MimirError):
+    """The OpenAI error body and status for ``exc``; ``Retry-After`` when it says when to retry."""
+    from fastapi.responses import JSONResponse
+
+    headers = {}
+    if getattr(exc, "retry_after_s", None) is not None:  # busy server, throttled sign-in
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    body = error_body(str(exc), exc.kind, getattr(exc, "param", None))
+    body["error"]["code"] = getattr(exc, "code", None)
+    return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
 class Message(BaseModel):
@@ -59,20 +83,34 @@ class ChatRequest(BaseModel):
     session_id: str | None = None
 
 
-def error_body(message: str, kind: str, param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
-
-
 def install(api: FastAPI, app: MimirApp) -> None:
-    """Add the ``/v1`` routes and OpenAI-style error handling to a FastAPI app."""
-    from fastapi import Request
+    """Add the ``/v1`` routes and OpenAI-style error handling to a FastAPI app, behind the
+    access guard (:func:`mimir.auth.web.install_guard`)."""
     from fastapi.concurrency import run_in_threadpool
+
+    from mimir.auth.web import install_guard
+
+    install_guard(api, app)
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
 
+    from starlette.exceptions import HTTPException
+
+    api.add_middleware(BodyLimit, max_bytes=app.settings.limits.max_body_bytes)
+
     @api.exception_handler(MimirError)
     async def _mimir_error(request: Request, exc: MimirError):
-        return JSONResponse(error_body(str(exc), exc.kind), status_code=exc.http_status)
+        return _error_response(exc)
+
+    @api.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.error("request failed: %s", type(exc).__name__, exc_info=exc)
+        return JSONResponse(error_body(f"internal error ({type(exc).__name__})", "server_error"), status_code=500)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -84,16 +122,27 @@ def install(api: FastAPI, app: MimirApp) -> None:
         )
 
     @api.get("/v1/models")
-    def list_models() -> dict:
+    def list_models(request: Request) -> dict:
+        require(principal_of(request), "chat")
         now = int(time.time())
         ids = [TUTOR_MODEL, *app.settings.models]
         return {"object": "list", "data": [{"id": i, "object": "model", "created": now, "owned_by": "mimir"} for i in ids]}
 
     @api.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest):
+    async def chat_completions(body: ChatRequest, request: Request):
+        who = require(principal_of(request), "chat")
         if body.model != TUTOR_MODEL and body.model not in app.settings.models:
             raise UnknownModelError(body.model, [TUTOR_MODEL, *app.settings.models])
-        run = _tutor_runner(app, body) if body.model == TUTOR_MODEL else _model_runner(app, body)
+        model_id = app.settings.model_for_role("response") if body.model == TUTOR_MODEL else body.model
+        check_chat_request(body, app.settings, app.settings.models[model_id].context_length)
+        # Every input error is raised here, before a stream could answer 200.
+        if body.model == TUTOR_MODEL:
+            messages = _tutor_messages(body)  # a bad request creates no session
+            clean_user_text(messages[-1].content)  # nor does an empty message
+            session = await run_in_threadpool(_session_for, app, body.session_id, who)
+            run = _tutor_runner(app, body, session)
+        else:
+            run = _model_runner(app, body)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if not body.stream:
             result = await run_in_threadpool(run, lambda text: None)
@@ -112,13 +161,27 @@ def _params(app: MimirApp, body) -> GenerationParams:
     )
 
 
-def _tutor_runner(app: MimirApp, body) -> Callable[[Callable[[str], None]], dict]:
+def _session_for(app: MimirApp, session_id: str | None, who: Principal) -> str | None:
+    """The stored session a tutor request joins: none, a new one owned by the caller, or
+    the caller's own existing one (another user's is NotFoundError, as if it did not exist)."""
+    if session_id is None:
+        return None
+    if session_id == "new":
+        return app.conversations.create_session(owner_id=who.user_id)
+    return app.conversations.get_session(session_id, owner=who.user_id).id
+
+
+def _tutor_messages(body) -> list:
     messages = [m for m in body.messages if m.role != "system"]
     if not messages or messages[-1].role != "user":
         raise InvalidInputError("the last message must be the student's (role 'user')")
+    return messages
+
+
+def _tutor_runner(app: MimirApp, body, session: str | None) -> Callable[[Callable[[str], None]], dict]:
+    messages = _tutor_messages(body)
     history = [ChatMessage(m.role, m.content) for m in messages[:-1]]
-    persist = body.session_id is not None
-    session = None if body.session_id in (None, "new") else body.session_id
+    persist = session is not None
 
     def run(on_token: Callable[[str], None]) -> dict:
         result = app.tutor.run_turn(

@@ -116,6 +116,11 @@ class CleanupResult:
     def freed_str(self) -> str:
         return format_bytes(self.freed_bytes)
 
+    def summary(self) -> dict[str, int]:
+        """Counts and bytes, for the audit log."""
+        return {"freed_bytes": self.freed_bytes, "deleted": len(self.deleted), "refused": len(self.refused),
+                "failed": len(self.failed)}
+
     @property
     def ok(self) -> bool:
         return not self.failed and not self.refused

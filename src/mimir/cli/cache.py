@@ -100,6 +100,10 @@ def prune(
     if plan.is_empty:
         execute = False
     result = plan.execute() if execute else None
+    if result is not None:
+        from mimir.storage.audit import cli_actor
+
+        state(ctx).app().audit.record(cli_actor(), "cache.prune", str(report.cache_dir), result.summary())
     if as_json:
         typer.echo(
             json.dumps(

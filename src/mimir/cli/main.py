@@ -9,13 +9,16 @@ from typing import Optional
 import typer
 
 from mimir.cli import ask as ask_cmd
+from mimir.cli import audit as audit_cmd
 from mimir.cli import cache as cache_cmd
 from mimir.cli import chat as chat_cmd
+from mimir.cli import db as db_cmd
 from mimir.cli import eval_cmd
 from mimir.cli import memory as memory_cmd
 from mimir.cli import models as models_cmd
 from mimir.cli import serve as serve_cmd
 from mimir.cli import sessions as sessions_cmd
+from mimir.cli import users as users_cmd
 from mimir.cli.context import CliState
 from mimir.cli.errors import report
 
@@ -51,6 +54,10 @@ app.command("eval")(eval_cmd.eval_cases)
 app.add_typer(cache_cmd.cache_app, name="cache")
 app.command("memory")(memory_cmd.memory)
 app.command("serve")(serve_cmd.serve)
+app.add_typer(users_cmd.users_app, name="users")
+app.add_typer(users_cmd.keys_app, name="keys")
+app.command("audit")(audit_cmd.audit)
+app.add_typer(db_cmd.db_app, name="db")
 
 
 def main(argv: list[str] | None = None) -> None:

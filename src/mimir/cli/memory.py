@@ -41,6 +41,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "gpu_total_bytes",
     "events",
     "error",
+    "instance",
 )
 
 
@@ -57,24 +58,30 @@ def memory(
     steps = store.recent_steps(last_turns=last, turn_id=turn)
     if turn is not None and not steps:
         raise NotFoundError(f"no telemetry recorded for turn '{turn}'")
+    instances = store.step_instances([s.step_id for s in steps])
     if as_json:
-        typer.echo(json.dumps({"steps": [s.to_dict() for s in steps]}, indent=2))
+        typer.echo(json.dumps({"steps": [{**s.to_dict(), "instance": instances.get(s.step_id)} for s in steps]}, indent=2))
         return
     if as_csv:
-        write_csv(steps, sys.stdout)
+        write_csv(steps, sys.stdout, instances)
         return
     console = Console()
     if not steps:
-        console.print(f"No steps recorded yet in {app.db.path}. Run [bold]mimir ask[/] first.")
+        console.print(f"No steps recorded yet in {app.db.label}. Run [bold]mimir ask[/] first.")
         return
-    console.print(steps_table(steps, title=f"Memory per step ({app.db.path})"))
+    # Which instance ran each turn matters once several share the database.
+    shown = instances if app.db.engine == "postgresql" or len(set(instances.values())) > 1 else None
+    console.print(steps_table(steps, title=f"Memory per step ({app.db.label})", instances=shown))
 
 
-def steps_table(steps: list[StepRecord], *, title: str | None = None) -> Table:
-    """One row per step; a rule between turns. The GPU column appears when a step has GPU data."""
+def steps_table(
+    steps: list[StepRecord], *, title: str | None = None, instances: dict[str, str | None] | None = None
+) -> Table:
+    """One row per step; a rule between turns. The GPU column appears when a step has GPU data;
+    the instance column when ``instances`` (step id -> instance) is given."""
     show_gpu = any(s.gpu_str != "-" for s in steps)
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    columns = [("turn", "left"), ("step", "left"), ("model", "left"), ("time", "right"), ("RSS after", "right")]
+    columns = [("turn", "left")] + ([("instance", "left")] if instances is not None else []) + [("step", "left"), ("model", "left"), ("time", "right"), ("RSS after", "right")]
     columns += [("peak", "right"), ("delta", "right")] + ([("GPU", "right")] if show_gpu else []) + [("events", "left")]
     for col, justify in columns:
         numeric = justify == "right"
@@ -86,8 +93,10 @@ def steps_table(steps: list[StepRecord], *, title: str | None = None) -> Table:
         first = i == 0 or s.turn_id is None or (steps[i - 1].session_id, steps[i - 1].turn_id) != key
         last_of_turn = i + 1 == len(steps) or s.turn_id is None or (steps[i + 1].session_id, steps[i + 1].turn_id) != key
         name = s.name if not s.agent or s.agent == s.name else f"{s.name} ({s.agent})"
-        row = [
-            (s.turn_id or "-")[:8] if first else "",
+        row = [(s.turn_id or "-")[:8] if first else ""]
+        if instances is not None:
+            row.append((instances.get(s.step_id) or "-") if first else "")
+        row += [
             name + (" [red]error[/]" if s.error else ""),
             s.model or "-",
             f"{s.wall_s:.2f}s",
@@ -101,11 +110,11 @@ def steps_table(steps: list[StepRecord], *, title: str | None = None) -> Table:
     return table
 
 
-def write_csv(steps: list[StepRecord], out) -> None:
+def write_csv(steps: list[StepRecord], out, instances: dict[str, str | None] | None = None) -> None:
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for s in steps:
-        data = s.to_dict()
+        data = {**s.to_dict(), "instance": (instances or {}).get(s.step_id)}
         data["events"] = "; ".join(
             f"{e.kind} {e.model_id} measured={e.measured_bytes} estimate={e.estimate_bytes}" for e in s.events
         )

@@ -29,11 +29,13 @@ def list_sessions(
     if as_json:
         typer.echo(json.dumps([s.__dict__ for s in items], indent=2))
         return
+    owners = {u.id: u.name for u in state(ctx).app().accounts.list_users()}
     table = Table(title="Sessions")
-    for col in ("id", "title", "turns", "updated"):
+    for col in ("id", "title", "turns", "updated", "owner"):
         table.add_column(col)
     for s in items:
-        table.add_row(s.id, s.title, str(s.turn_count), _when(s.updated_at))
+        owner = "local" if s.owner_id is None else owners.get(s.owner_id, "(removed user)")
+        table.add_row(s.id, s.title, str(s.turn_count), _when(s.updated_at), owner)
     Console().print(table)
 
 
@@ -66,6 +68,12 @@ def delete_session(
     ctx: typer.Context,
     session_id: str = typer.Argument(..., help="Session id to delete, with all its turns."),
 ) -> None:
-    """Delete a session and its turns."""
-    n = state(ctx).app().conversations.delete_session(session_id)
-    typer.echo(f"deleted session {session_id} ({n} turns)")
+    """Delete a session with its turns, their telemetry and their chart files."""
+    from mimir.storage.audit import cli_actor
+
+    app = state(ctx).app()
+    gone = app.conversations.erase_session(session_id, charts_dir=app.settings.home / "charts")
+    app.audit.record(cli_actor(), "session.delete", session_id,
+                     {"turns": gone.turns, "telemetry_steps": gone.telemetry_steps, "charts": gone.charts})
+    typer.echo(f"deleted session {session_id} ({gone.turns} turns, {gone.telemetry_steps} telemetry steps, "
+               f"{gone.charts} chart files)")

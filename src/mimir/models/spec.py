@@ -30,10 +30,15 @@ class ModelSource:
     filename: str | None = None
 
     def describe(self) -> str:
+        """A one-line description for people; credentials in a URL are masked."""
         if self.kind == "hf":
             rev = f"@{self.revision}" if self.revision else ""
             file = f"/{self.filename}" if self.filename else ""
             return f"hf:{self.value}{rev}{file}"
+        if self.kind == "url":
+            from mimir.redact import redact_secrets
+
+            return f"url:{redact_secrets(self.value)}"
         return f"{self.kind}:{self.value}"
 
     def local_path(self) -> Path | None:

@@ -1,4 +1,4 @@
-"""SQLite storage under ``MIMIR_HOME``: one database, migrated on open, and its stores."""
+"""Storage: one database (SQLite under ``MIMIR_HOME``, or PostgreSQL), migrated on open, and its stores."""
 
 from mimir.storage.db import Database
 from mimir.storage.telemetry_store import MeasuredSize, TelemetryStore

@@ -1,20 +1,33 @@
-"""Tutor conversations in SQLite: sessions and their turns.
+"""Tutor conversations in the database (SQLite or PostgreSQL): sessions and their turns.
 
 A turn stores the student's message, the response (or the error of a failed turn), the
 active prompt-state flags, the graph tool's output, and its totals. Its per-step telemetry
-lives in ``telemetry_steps`` under the same ``turn_id``. Deleting a session deletes its turns.
+lives in ``telemetry_steps`` under the same ``turn_id``. Deleting a session deletes its turns,
+their telemetry and their chart files (student data).
+
+A session belongs to the user who started it (``owner_id``; NULL for the local user of
+``auth = "none"`` and for sessions stored before accounts existed). Lookups that act for a
+user pass ``owner=`` and see another user's session exactly as a missing one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from mimir.errors import NotFoundError
-from mimir.storage.db import Database
+from mimir.redact import redact_secrets
+from mimir.storage.db import Database, IntegrityError
+
+log = logging.getLogger(__name__)
+
+#: ``owner=ANY_OWNER``: no ownership filter (teachers, admins, the CLI on the server machine).
+ANY_OWNER = object()
 
 
 @dataclass(frozen=True)
@@ -24,6 +37,16 @@ class SessionInfo:
     created_at: float
     updated_at: float
     turn_count: int
+    owner_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionErasure:
+    """What deleting a session removed."""
+
+    turns: int
+    telemetry_steps: int
+    charts: int
 
 
 @dataclass(frozen=True)
@@ -43,6 +66,8 @@ class StoredTurn:
     tokens_in: int | None
     tokens_out: int | None
     wall_s: float | None
+    #: The Mimir instance that stored it (None for turns stored before instances were recorded).
+    instance: str | None = None
 
 
 def new_id(prefix: str) -> str:
@@ -59,14 +84,20 @@ class ConversationStore:
         self.db = db
 
     # -- sessions ----------------------------------------------------------------------
-    def create_session(self, title: str = "New session", session_id: str | None = None) -> str:
+    def create_session(self, title: str = "New session", session_id: str | None = None, *,
+                       owner_id: str | None = None) -> str:
         sid = session_id or new_id("s")
         now = time.time()
-        with self.db.write() as conn:
-            conn.execute(
-                "INSERT INTO sessions (id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                (sid, title, now, now),
+        try:
+            self.db.transact(
+                lambda conn: conn.execute(
+                    "INSERT INTO sessions (id, title, created_at, updated_at, owner_id) VALUES (?, ?, ?, ?, ?)",
+                    (sid, title, now, now, owner_id),
+                )
             )
+        except IntegrityError:  # a retried insert whose first commit landed
+            if not self.db.read("SELECT 1 FROM sessions WHERE id = ? AND created_at = ?", (sid, now)):
+                raise
         return sid
 
     def ensure_session(self, session_id: str | None, first_message: str = "") -> str:
@@ -76,30 +107,53 @@ class ConversationStore:
         self.get_session(session_id)
         return session_id
 
-    def get_session(self, session_id: str) -> SessionInfo:
+    def get_session(self, session_id: str, *, owner: str | None | object = ANY_OWNER) -> SessionInfo:
+        """The session; with ``owner``, only if that user owns it (else NotFoundError, the
+        same as for an id that does not exist, so ids of others' sessions reveal nothing)."""
+        where, params = _owner_filter(owner)
         rows = self.db.read(
             "SELECT s.*, (SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id) AS turn_count "
-            "FROM sessions s WHERE s.id = ?",
-            (session_id,),
-        )
+            f"FROM sessions s WHERE s.id = ?{where}",
+            (session_id, *params),
+        ) if isinstance(session_id, str) else []
         if not rows:
-            raise NotFoundError(f"no session '{session_id}'; `mimir sessions list` shows the existing ones")
+            raise NotFoundError(f"no session '{str(session_id)[:80]}'; `mimir sessions list` shows the existing ones")
         return _session(rows[0])
 
-    def list_sessions(self, limit: int = 50) -> list[SessionInfo]:
+    def list_sessions(self, limit: int = 50, *, owner: str | None | object = ANY_OWNER) -> list[SessionInfo]:
+        """Sessions, most recently used first; with ``owner``, only that user's."""
+        where, params = _owner_filter(owner, first=True)
         rows = self.db.read(
             "SELECT s.*, (SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id) AS turn_count "
-            "FROM sessions s ORDER BY s.updated_at DESC LIMIT ?",
-            (limit,),
+            f"FROM sessions s{where} ORDER BY s.updated_at DESC LIMIT ?",
+            (*params, limit),
         )
         return [_session(r) for r in rows]
 
-    def delete_session(self, session_id: str) -> int:
-        """Delete a session and its turns. Returns the number of turns deleted."""
+    def delete_session(self, session_id: str, *, charts_dir: Path | None = None) -> int:
+        """Delete a session with its turns and their telemetry. Returns the turns deleted."""
+        return self.erase_session(session_id, charts_dir=charts_dir).turns
+
+    def erase_session(self, session_id: str, *, charts_dir: Path | None = None) -> SessionErasure:
+        """Delete a session, its turns, their telemetry rows (steps, events, turn totals) in
+        one transaction, then the chart files its turns drew inside ``charts_dir`` (a path
+        stored in a turn that points elsewhere is never touched)."""
         info = self.get_session(session_id)
         with self.db.write() as conn:
+            charts = [r[0] for r in conn.execute(
+                "SELECT tool_output_path FROM turns WHERE session_id = ? AND tool_output_path IS NOT NULL", (session_id,)
+            ).fetchall()]
+            steps = conn.execute("SELECT COUNT(*) FROM telemetry_steps WHERE session_id = ?", (session_id,)).fetchone()[0]
+            conn.execute(
+                "DELETE FROM telemetry_events WHERE step_id IN (SELECT step_id FROM telemetry_steps WHERE session_id = ?)",
+                (session_id,),
+            )
+            conn.execute("DELETE FROM telemetry_steps WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM telemetry_turns WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM turns WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-        return info.turn_count
+        removed = _remove_charts(charts, charts_dir) if charts_dir is not None else 0
+        return SessionErasure(turns=info.turn_count, telemetry_steps=int(steps), charts=removed)
 
     # -- turns -------------------------------------------------------------------------
     def add_turn(
@@ -120,23 +174,37 @@ class ConversationStore:
         wall_s: float | None = None,
     ) -> StoredTurn:
         now = time.time()
-        with self.db.write() as conn:
+
+        def store(conn) -> None:
+            # Touch the session first: on PostgreSQL this row lock orders concurrent turns of one
+            # session (two instances), so each reads the MAX(seq) the other committed.
+            conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
             seq = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE session_id = ?", (session_id,)
             ).fetchone()[0]
             conn.execute(
                 "INSERT INTO turns (id, session_id, seq, created_at, user_message, response, status, error,"
-                " flags_json, tool_output_path, tool_description, notices_json, tokens_in, tokens_out, wall_s)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " flags_json, tool_output_path, tool_description, notices_json, tokens_in, tokens_out, wall_s,"
+                " instance_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    turn_id, session_id, seq, now, user_message, response, status, error,
+                    turn_id, session_id, seq, now, user_message, response, status,
+                    redact_secrets(error) if error else error,
                     json.dumps(sorted(flags)), tool_output_path, tool_description, json.dumps(list(notices)),
-                    tokens_in, tokens_out, wall_s,
+                    tokens_in, tokens_out, wall_s, self.db.instance or None,
                 ),
             )
             title = conn.execute("SELECT title FROM sessions WHERE id = ?", (session_id,)).fetchone()[0]
             new_title = _title(user_message) if title == "New session" else title
-            conn.execute("UPDATE sessions SET updated_at = ?, title = ? WHERE id = ?", (now, new_title, session_id))
+            if new_title != title:
+                conn.execute("UPDATE sessions SET title = ? WHERE id = ?", (new_title, session_id))
+
+        # Retried with backoff if the server connection drops. A commit whose reply was lost
+        # may have landed: the retry then meets its own turn id, which counts as stored.
+        try:
+            self.db.transact(store)
+        except IntegrityError:
+            if not self.db.read("SELECT 1 FROM turns WHERE id = ? AND session_id = ?", (turn_id, session_id)):
+                raise
         return self.get_turn(turn_id)
 
     def get_turn(self, turn_id: str) -> StoredTurn:
@@ -156,8 +224,37 @@ class ConversationStore:
         return [_turn(r) for r in reversed(self.db.read(sql, params))]
 
 
+def _owner_filter(owner: str | None | object, *, first: bool = False) -> tuple[str, tuple]:
+    if owner is ANY_OWNER:
+        return "", ()
+    word = " WHERE" if first else " AND"
+    if owner is None:
+        return f"{word} s.owner_id IS NULL", ()
+    return f"{word} s.owner_id = ?", (owner,)
+
+
+def _remove_charts(paths: list[str], charts_dir: Path) -> int:
+    root = charts_dir.resolve()
+    removed = 0
+    for text in paths:
+        path = Path(text)
+        try:
+            resolved = path.resolve()
+        except OSError:
+            continue
+        if resolved.parent != root or path.is_symlink() or not resolved.is_file():
+            continue
+        try:
+            resolved.unlink()
+            removed += 1
+        except OSError as exc:
+            log.warning("could not delete chart %s: %s", resolved, exc.strerror or exc)
+    return removed
+
+
 def _session(row) -> SessionInfo:
-    return SessionInfo(row["id"], row["title"], row["created_at"], row["updated_at"], row["turn_count"])
+    return SessionInfo(row["id"], row["title"], row["created_at"], row["updated_at"], row["turn_count"],
+                       row["owner_id"])
 
 
 def _turn(row) -> StoredTurn:
@@ -177,4 +274,5 @@ def _turn(row) -> StoredTurn:
         tokens_in=row["tokens_in"],
         tokens_out=row["tokens_out"],
         wall_s=row["wall_s"],
+        instance=row["instance_id"],
     )

@@ -5,19 +5,24 @@ is not yet in the ``_migrations`` table, each in one transaction with its record
 the schema, **append** a function decorated with ``@migration`` at the end of this file; never
 edit or reorder one that has shipped (databases out there already recorded it by name).
 
-A migration receives the connection inside the open transaction; use ``conn.execute`` per
-statement (``executescript`` would commit early).
+A migration receives the connection (:class:`~mimir.storage.dialect.Connection`) inside the
+open transaction; use ``conn.execute`` per statement. The same migrations run on SQLite and
+PostgreSQL, so write portable SQL: ``TEXT``, ``INTEGER`` (64-bit on both), ``REAL``
+(double on both), explicit text ids or ``INTEGER PRIMARY KEY`` for a row id (no
+``AUTOINCREMENT``), ``?`` placeholders, ``ON CONFLICT`` instead of ``INSERT OR ...``, and no
+engine-specific functions. ``tests/test_storage_db.py`` runs every migration on both engines.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
-MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = []
+from mimir.storage.dialect import Connection
+
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = []
 
 
-def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+def migration(fn: Callable[[Connection], None]) -> Callable[[Connection], None]:
     """Register ``fn`` as the next migration, named after the function."""
     if any(name == fn.__name__ for name, _ in MIGRATIONS):
         raise ValueError(f"migration {fn.__name__} is defined twice")
@@ -26,7 +31,7 @@ def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Con
 
 
 @migration
-def m001_telemetry_steps(conn: sqlite3.Connection) -> None:
+def m001_telemetry_steps(conn: Connection) -> None:
     """Per-step memory telemetry, the turns they belong to, and model-manager events."""
     conn.execute(
         """
@@ -100,7 +105,7 @@ def m001_telemetry_steps(conn: sqlite3.Connection) -> None:
 
 
 @migration
-def m002_conversations(conn: sqlite3.Connection) -> None:
+def m002_conversations(conn: Connection) -> None:
     """Tutor sessions and their turns; a turn's steps are telemetry_steps rows with its turn_id."""
     conn.execute(
         """
@@ -135,3 +140,72 @@ def m002_conversations(conn: sqlite3.Connection) -> None:
         """
     )
     conn.execute("CREATE INDEX turns_session ON turns (session_id, seq)")
+
+
+@migration
+def m003_accounts(conn: Connection) -> None:
+    """Users and roles, API keys, web sign-ins, the audit log, and who owns each session.
+
+    Portable SQL (PostgreSQL too): TEXT ids made by the application, REAL epoch seconds, no
+    AUTOINCREMENT. Sessions stored before this migration keep ``owner_id`` NULL: they
+    belong to the local user of ``auth = "none"``, and teachers and admins can read them.
+    """
+    conn.execute(
+        """
+        CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('student', 'teacher', 'admin')),
+            password_hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            secret_digest TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX api_keys_user ON api_keys (user_id)")
+    conn.execute(
+        """
+        CREATE TABLE web_logins (
+            token_digest TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX web_logins_user ON web_logins (user_id)")
+    conn.execute(
+        """
+        CREATE TABLE audit_log (
+            id TEXT PRIMARY KEY,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT,
+            detail TEXT,
+            address TEXT
+        )
+        """
+    )
+    conn.execute("CREATE INDEX audit_log_at ON audit_log (at)")
+    conn.execute("ALTER TABLE sessions ADD COLUMN owner_id TEXT")
+    conn.execute("CREATE INDEX sessions_owner ON sessions (owner_id, updated_at)")
+
+
+@migration
+def m004_instance_ids(conn: Connection) -> None:
+    """Which Mimir instance stored each turn and step (several instances can share one database)."""
+    conn.execute("ALTER TABLE turns ADD COLUMN instance_id TEXT")
+    conn.execute("ALTER TABLE telemetry_turns ADD COLUMN instance_id TEXT")
+    conn.execute("ALTER TABLE telemetry_steps ADD COLUMN instance_id TEXT")

@@ -79,6 +79,12 @@ class Telemetry:
         """Receive the manager's load/evict/unload events (the manager is never called)."""
         self._unsubscribe.append(manager.subscribe(self._on_event))
 
+    def add_sink(self, sink: Sink) -> None:
+        """Send records to one more sink from now on (the server adds its metrics this way)."""
+        if self._closed:
+            raise MimirError("telemetry is closed")
+        self.sinks = [*self.sinks, sink]  # a new list: a concurrent _emit keeps iterating the old one
+
     def step(self, name: str, *, agent: str | None = None, model: str | None = None) -> StepRecorder:
         """A context manager that measures one step; yields a :class:`StepRecorder`."""
         return StepRecorder(self, name, agent=agent, model=model)

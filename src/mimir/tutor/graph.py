@@ -27,6 +27,8 @@ MAX_POINTS = 40
 FIGURE_SIZE_IN = (6.4, 4.0)
 FIGURE_DPI = 100
 MAX_LABEL_CHARS = 40
+#: Data is looked for in the first this many characters of a message (40 points fit easily).
+MAX_MESSAGE_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,13 @@ class ChartResult:
 
 # -- reading data from a message -------------------------------------------------------------
 
-_NUM = r"[-+]?[$€£]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+#: Starts where a digit run starts and takes at most six thousands groups, so no pattern using it
+#: rescans a long run of digits from every position in it (linear time on any input).
+_NUM = r"[-+]?[$€£]?(?<!\d)(?:\d{1,3}(?:,\d{3}){1,6}|\d+)(?:\.\d+)?"
 #: A number ends at a non-word character; a period ends it only as sentence punctuation.
 _END = r"(?!\w|\.\d)"
 _PAIR = re.compile(
-    r"(?P<label>[A-Za-z][A-Za-z0-9'&./\-]*(?:[ \t]+[A-Za-z][A-Za-z0-9'&./\-]*){0,3})"
+    r"(?<![A-Za-z0-9'&./\-])(?P<label>[A-Za-z][A-Za-z0-9'&./\-]*(?:[ \t]+[A-Za-z][A-Za-z0-9'&./\-]*){0,3})"
     r"(?:[ \t]*(?:[:=\u2013]|\bwas\b|\bis\b|\bwere\b|\bare\b|\bhad\b|\bat\b)|[ \t]+-(?=[ \t]))?[ \t]*"
     r"(?P<value>" + _NUM + r")(?P<pct>[ \t]*(?:%|percent\b))?" + _END
 )
@@ -72,9 +76,9 @@ _NUM_FIRST = re.compile(
     r"(?<![\w.])(?P<value>" + _NUM + r")(?P<pct>[ \t]*(?:%|percent\b))?[ \t]+(?:of[ \t]+)?"
     r"(?P<label>[A-Za-z][A-Za-z'&\-]*(?:[ \t]+[A-Za-z][A-Za-z'&\-]*){0,2}?)(?=[ \t]*(?:,|;|\band\b|\n|\.|$))"
 )
-_YEAR_PAIR = re.compile(r"(?<![\w.])(?P<label>(?:1[5-9]|20)\d{2})[ \t]*[:=\-\u2013]?[ \t]*(?P<value>" + _NUM + r")(?P<pct>%)?" + _END)
+_YEAR_PAIR = re.compile(r"(?<![\w.])(?P<label>(?:1[5-9]|20)\d{2})[ \t]*(?:[:=\-\u2013][ \t]*)?(?P<value>" + _NUM + r")(?P<pct>%)?" + _END)
 _NUMBERED_LABEL = re.compile(
-    r"(?<![\w.])(?P<label>[A-Za-z][A-Za-z'\-]*[ \t]+\d{1,2})[ \t]*[:=\-\u2013]?[ \t]*(?P<value>" + _NUM + r")(?P<pct>[ \t]*%)?" + _END
+    r"(?<![\w.'\-])(?P<label>[A-Za-z][A-Za-z'\-]*[ \t]+\d{1,2})[ \t]*(?:[:=\-\u2013][ \t]*)?(?P<value>" + _NUM + r")(?P<pct>[ \t]*%)?" + _END
 )
 _MEASURE_PAIR = re.compile(
     r"(?<![\w.])(?P<x>" + _NUM + r")[ \t]*(?P<xu>[A-Za-z\u00b0%]{1,12})[ \t]+(?P<value>" + _NUM + r")(?P<pct>[ \t]*%)?[ \t]*[A-Za-z]{0,12}(?=[ \t]*(?:,|;|\band\b|\n|\.|$))"
@@ -83,7 +87,7 @@ _VALUE_IN_YEAR = re.compile(
     r"(?P<value>" + _NUM + r")(?P<pct>[ \t]*%)?[ \t]+(?:in|during|for|by)[ \t]+(?P<label>(?:1[5-9]|20)\d{2})" + _END
 )
 _XY = re.compile(r"\(\s*(?P<x>-?\d+(?:\.\d+)?)\s*,\s*(?P<y>-?\d+(?:\.\d+)?)\s*\)")
-_TABLE_SPLIT = re.compile(r"\s*(?:\||\t|;|,)\s*")
+_TABLE_SPLIT = re.compile(r"[|\t;,]")
 _LABEL_STOP = set(
     """i we you they he she it my our your their the a an and or of to for in on at with by from
     sold had made got earned spent scored have has get were was is are be about around roughly
@@ -109,7 +113,7 @@ _TITLE = re.compile(
     r"(?P<title>[A-Za-z][A-Za-z '\-]{1,50}?)\s*(?=[:,.;(]|$|\b(?:with|from|in|using|so|for|by)\b|\d)",
     re.I,
 )
-_LEAD_TITLE = re.compile(r"(?:^|[.!?\n]\s*)(?P<title>[A-Za-z][A-Za-z '\-]{1,40}?)\s*:\s*(?=\S)")
+_LEAD_TITLE = re.compile(r"(?:^|[.!?\n][ \t]*)(?P<title>[A-Za-z][A-Za-z '\-]{1,40}?)\s*:\s*(?=\S)")
 
 
 def _number(raw: str) -> float:
@@ -162,7 +166,8 @@ def _pairs_table(text: str) -> list[tuple[str, float, bool]]:
     for line in text.splitlines():
         if not re.search(r"\||\t", line) and line.count(",") != 1:
             continue
-        cells = [c for c in _TABLE_SPLIT.split(line.strip().strip("|")) if c]
+        cells = [c.strip() for c in _TABLE_SPLIT.split(line.strip().strip("|"))]
+        cells = [c for c in cells if c]
         if len(cells) != 2:
             continue
         label, value = cells
@@ -210,7 +215,7 @@ def find_chart_data(message: str) -> ChartData | None:
     "4 apples, 7 oranges", "2019: 10, 2020: 12", two-column tables (``|``, tab or one comma
     per line) and (x, y) pairs.
     """
-    text = message.strip()
+    text = message[:MAX_MESSAGE_CHARS].strip()
     candidates = [
         _pairs_xy(text),
         _pairs_table(text),
@@ -245,15 +250,26 @@ def find_chart_data(message: str) -> ChartData | None:
 # -- reading data a model produced -----------------------------------------------------------------
 
 
+#: Model output longer than this is cut before JSON is looked for in it, and at most this many
+#: ``{`` are tried as object starts: a reply of nested or unclosed braces stays cheap.
+MAX_JSON_CHARS = 8000
+MAX_JSON_STARTS = 32
+
+
 def _json_objects(text: str):
     decoder = json.JSONDecoder()
-    for m in re.finditer(r"\{", text):
+    text = text[:MAX_JSON_CHARS]
+    start = text.find("{")
+    tries = 0
+    while start >= 0 and tries < MAX_JSON_STARTS:
+        tries += 1
         try:
-            obj, _ = decoder.raw_decode(text, m.start())
-        except json.JSONDecodeError:
-            continue
+            obj, _ = decoder.raw_decode(text, start)
+        except (ValueError, RecursionError):  # also too-long integers
+            obj = None
         if isinstance(obj, dict):
             yield obj
+        start = text.find("{", start + 1)
 
 
 def _chart_from_json(text: str) -> tuple[ChartData | None, str]:

@@ -45,7 +45,7 @@ from mimir.tutor.postprocess import clean_response, strip_special_tokens
 from mimir.tutor.prompts import PromptLibrary
 from mimir.tutor.schedule import order_steps
 from mimir.tutor.state import Flag, PromptState
-from mimir.tutor.text import clean_user_text
+from mimir.tutor.text import clean_history, clean_user_text
 from mimir.units import format_bytes
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,8 @@ class Tutor:
         turn_id = new_id("t")
         work = _TurnWork(
             cleaned.text,
-            history=list(history) if history is not None else None,
+            # History from a caller (the API) gets the message's cleaning and caps.
+            history=clean_history(history) if history is not None else None,
             max_tokens=max_tokens or self.tutor.response_max_tokens,
         )
         if cleaned.notice:
@@ -241,7 +242,7 @@ class Tutor:
             history.append(ChatMessage("user", t.user_message))
             if t.response:
                 history.append(ChatMessage("assistant", t.response))
-        return history
+        return clean_history(history)
 
     def _decide(self, work: _TurnWork) -> None:
         """Tool decision, rules and routing, ordered so the fewest models load."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from mimir.tutor.text import TRAILING_SPACE
+
 _START_MARKERS = re.compile(
     r"^\s*(?:<\|im_start\|>\s*assistant\b\s*|<\|start_header_id\|>\s*assistant\s*<\|end_header_id\|>\s*"
     r"|<start_of_turn>\s*model\b\s*|<s>\s*|\[/INST\]\s*|<\|assistant\|>\s*|<\|begin_of_text\|>\s*)+"
@@ -27,11 +29,13 @@ _ANY_SPECIAL = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|
 _OWN_ROLE = re.compile(r"^(\s*)(?:#{1,4}\s*)?(?:assistant|tutor|mimir|ai|bot|response|answer)\s*:\s*", re.I)
 _OTHER_ROLE = re.compile(r"^\s*(?:#{1,4}\s*)?(?:user|student|human|system|instruction)\s*:", re.I)
 
+#: A span's body never holds another opener of its kind, so an opener that is never closed is
+#: scanned only up to the next opener: linear time even on "\\[" repeated 50,000 times.
 _LATEX = re.compile(
-    r"\$\$.+?\$\$"
-    r"|\\\[.+?\\\]"
-    r"|\\\(.+?\\\)"
-    r"|\\begin\{([A-Za-z*]+)\}.+?\\end\{\1\}"
+    r"\$\$(?:(?!\$\$).)+?\$\$"
+    r"|\\\[(?:(?!\\\[).)+?\\\]"
+    r"|\\\((?:(?!\\\().)+?\\\)"
+    r"|\\begin\{([A-Za-z*]{1,30})\}(?:(?!\\begin\{).)+?\\end\{\1\}"
     r"|(?<![\\$])\$(?!\s)[^$\n]+?(?<![\s\\])\$(?!\d)"
     r"|\\[A-Za-z]+(?:\{[^{}\n]*\})+",
     re.S,
@@ -59,13 +63,18 @@ def strip_special_tokens(text: str) -> str:
 def strip_role_markers(text: str) -> str:
     lines = text.split("\n")
     out: list[str] = []
+    has_text = False
     for line in lines:
+        if not line or line.isspace():
+            out.append(line)
+            continue
         if _OTHER_ROLE.match(line):
-            if any(l.strip() for l in out):
+            if has_text:
                 break  # the model started writing the student's next turn
             line = _OTHER_ROLE.sub("", line, count=1)
         line = _OWN_ROLE.sub(r"\1", line, count=1)
         out.append(line)
+        has_text = has_text or bool(line.strip())
     return "\n".join(out)
 
 
@@ -105,10 +114,13 @@ def collapse_loops(words: list[str]) -> list[str]:
     i = 0
     while i < len(words):
         collapsed = False
-        for n in range(1, min(_MAX_LOOP_WORDS, (len(words) - i) // 2) + 1):
+        first = keys[i]
+        # Index of the first word from i on with a key (a pattern of bare punctuation never collapses).
+        keyed = next((j for j in range(i, min(i + _MAX_LOOP_WORDS, len(keys))) if keys[j]), len(keys))
+        for n in range(max(1, keyed - i + 1), min(_MAX_LOOP_WORDS, (len(words) - i) // 2) + 1):
+            if keys[i + n] != first:
+                continue  # cheap test first: a repeat starts with the same word
             pattern = keys[i : i + n]
-            if not any(pattern):
-                continue
             reps = 1
             while keys[i + reps * n : i + (reps + 1) * n] == pattern:
                 reps += 1
@@ -186,13 +198,14 @@ def trim_cut_off(text: str) -> str:
 
 def clean_response(text: str, truncated: bool = False) -> str:
     """The reply as shown to the student. ``truncated``: generation stopped at the token limit."""
-    text = text.replace("\r\n", "\n")
+    # NUL marks the LaTeX holes below; a model has no business writing one.
+    text = text.replace("\r\n", "\n").replace("\x00", "")
     text = strip_special_tokens(text)
     text = strip_role_markers(text)
     held, spans = _protect_latex(text)
     held = remove_repetition(held)
     if truncated:
         held = trim_cut_off(held)
-    held = re.sub(r"[ \t]+\n", "\n", held)
+    held = TRAILING_SPACE.sub("\n", held)
     held = re.sub(r"\n{3,}", "\n\n", held).strip()
     return _restore_latex(held, spans)

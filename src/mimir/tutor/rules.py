@@ -73,8 +73,21 @@ def _rx(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
     return re.compile(pattern, flags)
 
 
+#: Rules read at most this many characters of a text: its first and last halves. Requests sit
+#: at the start or end of a long paste, and a bounded input keeps every decision cheap.
+MAX_RULE_CHARS = 2000
+
+
+def bounded(text: str, limit: int = MAX_RULE_CHARS) -> str:
+    """``text`` itself when short, else its first and last ``limit // 2`` characters."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return text[:half] + "\n" + text[-half:]
+
+
 def _norm(text: str) -> str:
-    return text.replace("\u2019", "'").replace("\u2018", "'")
+    return bounded(text).replace("\u2019", "'").replace("\u2018", "'")
 
 
 # -- math ------------------------------------------------------------------------------------
@@ -98,7 +111,7 @@ _MATH_EXPR = [
     _rx(r"\d\s*[+*/×÷^=<>≤≥]\s*[\d(]"),  # 3 + 4, 2*5, 10 = 10
     _rx(r"\d\s+-\s+\d"),  # 10 - 3 (not year ranges like 1861-1865)
     re.compile(r"[a-z\d)]\s*\^\s*[\d({a-z]"),  # x^2
-    re.compile(r"(?<![A-Za-z])\d+(?:\.\d+)?[xyzn](?![A-Za-z])"),  # 3x, 2y
+    re.compile(r"(?<![A-Za-z\d])\d+(?:\.\d+)?[xyzn](?![A-Za-z])"),  # 3x, 2y
     re.compile(r"(?<![A-Za-z])[a-z]\s*[=<>≤≥]\s*[-\d(a-z]"),  # x = 4, y < 3 (lower-case variable)
     re.compile(r"(?<![A-Za-z])[a-z]\s*[+\-*/]\s*\d*[a-z](?![A-Za-z])\s*[=+\-]"),  # 3x - y = ...
     re.compile(r"\b[fgh]\s*\(\s*[a-z0-9]"),  # f(x)
@@ -106,7 +119,7 @@ _MATH_EXPR = [
     re.compile(r"\$[^$\n]+\$"),
     re.compile(r"[√∑∫π≤≥≠±×÷∞θ²³]"),
     _rx(r"\d\s*(?:times|plus|minus|divided by|multiplied by|squared|cubed|to the power)\b"),
-    _rx(r"\d+(?:\.\d+)?\s*%\s*of\s+\d"),
+    _rx(r"(?<!\d)\d+(?:\.\d+)?\s*%\s*of\s+\d"),
     _rx(r"\bwhat percent"),
 ]
 
@@ -186,7 +199,7 @@ _CHART_REQUEST = _rx(
 _INTERPRET_GRAPHS = _rx(r"\b(?:interpret|read|reading|analy[sz]e|understand)\w*\b[^.?!\n]{0,40}?\b" + _CHART_NOUN)
 _CHART_MENTION = _rx(r"\b" + _CHART_NOUN + r"\b")
 #: A label next to a number: "Jan 10", "A=3", "math 85", "rent 40%".
-_LABELLED_NUMBER = _rx(r"\b[a-z][a-z'&.\-]*\s*[:=]?\s*\$?\d[\d,]*(?:\.\d+)?\s*%?(?=\s*(?:[,;\n)]|and\b|$))")
+_LABELLED_NUMBER = _rx(r"(?<![a-z'&.\-])\b[a-z][a-z'&.\-]*\s*(?:[:=]\s*)?\$?\d[\d,]*(?:\.\d+)?\s*%?(?=\s*(?:[,;\n)]|and\b|$))")
 _NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
 
 
@@ -285,7 +298,7 @@ _ASKED_PRACTICE = _rx(
     r"|\bwhat\s+(?:do|would)\s+you\s+get\b|\bcan\s+you\s+(?:solve|find|calculate|work\s+out|figure\s+out|identify|simplify|name)\b"
     r"|\bquick\s+(?:check|quiz|question)\b|\bhere\s+is\s+a\s+question\b"
 )
-_NUMBERED_QUESTION = re.compile(r"(?m)^\s*(?:\d+[.)]|\(?[a-dA-D]\))\s+\S.*$")
+_NUMBERED_QUESTION = re.compile(r"(?m)^[ \t]*(?:\d+[.)]|\(?[a-dA-D]\))[ \t]+\S.*$")
 _ANSWER_LIKE = _rx(
     r"\bi\s+think\b|\bi\s+(?:got|get|have|put|said|chose|picked|wrote)\b|\bmy\s+answers?\b|\bthe\s+answer\s+is\b"
     r"|^\s*(?:is|was|would)\s+it\b|\bit'?s\b|\bit\s+is\b|\bi'?d\s+say\b|\bi\s+guess\b|\bmaybe\b|\bprobably\b"
@@ -306,6 +319,7 @@ def asked_practice_question(assistant_text: str | None) -> bool:
     """Whether a tutor message asked the student a practice question."""
     if not assistant_text:
         return False
+    assistant_text = bounded(assistant_text)
     if _ASKED_PRACTICE.search(assistant_text):
         return True
     numbered = [m.group(0) for m in _NUMBERED_QUESTION.finditer(assistant_text)]

@@ -4,10 +4,12 @@
 :mod:`mimir.ui.server` serves with uvicorn. HTTP API routes can join it: pass a FastAPI
 app that already has them as ``fastapi_app`` (they must be added before the mount at ``/``).
 
-Per visitor state: ``gr.State`` holds the open conversation (one per browser tab), and
-``gr.BrowserState`` (the browser's local storage) remembers the sessions this browser
-started, which is all the "past sessions" list offers: two visitors never see each other's
-conversations. The Memory, Cache and Models tabs show the whole server, without message text.
+Per visitor state: ``gr.State`` holds the open conversation (one per browser tab). Who the
+visitor is comes from the server (:mod:`mimir.auth.web`: the sign-in cookie, or the single
+local user with ``auth = "none"``), never from the page: the past-sessions list holds the
+user's own sessions (teachers and admins: everyone's, others' read-only), the Memory tab
+their own turns (teachers and admins: all), and the Cache and Models tabs are shown to
+admins only. Every handler checks the role again itself.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ EXAMPLES = [
 #: Seconds between refreshes of the Memory and Models tabs while the page is open.
 REFRESH_S = 5.0
 
+#: Signing out is a POST (a link could be triggered by another site).
+LOGOUT_FORM = (
+    '<form method="post" action="/logout" style="text-align:right">'
+    '<button type="submit" id="logout-button" style="text-decoration:underline;cursor:pointer">Sign out</button>'
+    "</form>"
+)
+
 CSS = """
 #chat-status, #chat-status p { font-size: 0.85em; opacity: 0.8; }
 footer { display: none !important; }
@@ -61,15 +70,20 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
     from mimir.ui.render import CACHE_HEADERS, MODEL_HEADERS, PLAN_HEADERS, RESIDENT_HEADERS, STEP_HEADERS
 
     h = Handlers(app)
+    admin_tabs = app.settings.auth.mode == "none"  # the single local user is an admin
     # Files Gradio copies to serve (charts) are deleted after a day, checked hourly.
     with gr.Blocks(title="Mimir tutor", analytics_enabled=False, delete_cache=(3600, 86400)) as blocks:
-        owned = gr.BrowserState([], storage_key="mimir_sessions")
         session = gr.State(None)
         memory_key = gr.State(None)
         picked_turn = gr.State(None)
         plan_state = gr.State(None)
         timer = gr.Timer(REFRESH_S)
-        gr.Markdown("## Mimir: a patient tutor that runs inside a memory budget")
+        with gr.Row(equal_height=True):
+            gr.Markdown("## Mimir: a patient tutor that runs inside a memory budget")
+            with gr.Column(scale=0, min_width=260):
+                user_line = gr.Markdown(elem_id="user-line")
+                if app.settings.auth.required:
+                    gr.HTML(LOGOUT_FORM, elem_id="logout")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 with gr.Row():
@@ -88,9 +102,7 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
                         gr.Examples(EXAMPLES, inputs=box, label="Examples")
                     with gr.Column(scale=1, min_width=220):
                         new = gr.Button("New session", elem_id="new-session")
-                        sessions = gr.Dropdown(
-                            label="Past sessions (this browser)", choices=[], value=None, elem_id="sessions"
-                        )
+                        sessions = gr.Dropdown(label="Past sessions", choices=[], value=None, elem_id="sessions")
                         reopen = gr.Button("Open session", elem_id="open-session")
             with gr.Tab("Memory", id="memory") as memory_tab:
                 memory_msg = gr.Markdown(elem_id="memory-message")
@@ -101,7 +113,9 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
                                      interactive=False, wrap=True, elem_id="memory-steps")
                 resident = gr.Dataframe(headers=list(RESIDENT_HEADERS), label="Resident models",
                                         interactive=False, elem_id="memory-resident")
-            with gr.Tab("Cache", id="cache") as cache_tab:
+            # Admin tabs start hidden when users sign in; load_page shows them to admins (and
+            # every handler behind them checks the role again).
+            with gr.Tab("Cache", id="cache", visible=admin_tabs) as cache_tab:
                 cache_totals = gr.Markdown(elem_id="cache-totals")
                 rescan = gr.Button("Rescan", size="sm")
                 repos = gr.Dataframe(headers=list(CACHE_HEADERS), label="Hugging Face cache", interactive=False,
@@ -123,7 +137,7 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
                     confirm = gr.Checkbox(label="I have read the plan: delete these files", elem_id="prune-confirm")
                     delete = gr.Button("Delete", variant="stop", interactive=False, elem_id="prune-delete")
                     prune_result = gr.Markdown(elem_id="prune-result")
-            with gr.Tab("Models", id="models") as models_tab:
+            with gr.Tab("Models", id="models", visible=admin_tabs) as models_tab:
                 counters = gr.Markdown(elem_id="models-counters")
                 models_budget = gr.Markdown()
                 models = gr.Dataframe(headers=list(MODEL_HEADERS), label="Configured models",
@@ -137,17 +151,17 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
                         unload_msg = gr.Markdown(elem_id="unload-message")
 
         # -- wiring ----------------------------------------------------------------------
-        chat_outputs = [chatbot, box, chat_status, session, owned, sessions]
+        chat_outputs = [chatbot, box, chat_status, session, sessions]
         for trigger in (box.submit, send.click):
-            trigger(h.chat, [box, chatbot, session, owned], chat_outputs, concurrency_limit=8, show_progress="minimal")
+            trigger(h.chat, [box, chatbot, session], chat_outputs, concurrency_limit=8, show_progress="minimal")
         new.click(h.new_session, None, [chatbot, chat_status, session, sessions], queue=False)
-        reopen.click(h.open_session, [sessions, owned], [chatbot, chat_status, session])
-        blocks.load(h.load_page, [owned], [sessions, owned, chat_status])
+        reopen.click(h.open_session, [sessions], [chatbot, chat_status, session])
+        blocks.load(h.load_page, None, [sessions, chat_status, user_line, cache_tab, models_tab])
 
         memory_outputs = [plot, turn_pick, steps, resident, budget_line, memory_key, memory_msg]
-        memory_inputs = [picked_turn, owned, memory_key]
+        memory_inputs = [picked_turn, memory_key]
         memory_tab.select(h.memory, memory_inputs, memory_outputs)
-        turn_pick.input(h.pick_turn, [turn_pick, owned, memory_key], [*memory_outputs, picked_turn])
+        turn_pick.input(h.pick_turn, [turn_pick, memory_key], [*memory_outputs, picked_turn])
         models_outputs = [counters, models_budget, roles, models, unload_pick]
         models_tab.select(h.models, None, models_outputs)
         timer.tick(h.memory, memory_inputs, memory_outputs, show_progress="hidden")
@@ -177,11 +191,16 @@ def create_app(app: MimirApp, *, fastapi_app: FastAPI | None = None) -> FastAPI:
         raise MissingExtraError("fastapi", "ui", "The web app") from None
     if fastapi_app is None:
         from mimir.api.openai import install
+        from mimir.api.ops import install_ops
 
         server = FastAPI(title="Mimir")
         install(server, app)  # /v1 routes first: Gradio, mounted at "/", takes the rest
+        install_ops(server, app)  # /healthz, /readyz, /metrics
     else:
         server = fastapi_app
+    from mimir.auth.web import install_guard
+
+    install_guard(server, app)  # sign-in, Host and Origin checks in front of everything
     blocks = build_blocks(app)
     blocks.queue(default_concurrency_limit=4)
     charts = app.settings.home / "charts"

@@ -42,8 +42,9 @@ class TurnRunner:
         self.app = app
         self._turn_lock = threading.Lock()
 
-    def start_session(self, message: str, session_id: str | None) -> str:
-        """The session this message goes to: ``session_id`` (which must exist) or a new one.
+    def start_session(self, message: str, session_id: str | None, *, owner_id: str | None = None) -> str:
+        """The session this message goes to: ``session_id`` (which must exist) or a new one
+        owned by ``owner_id``.
 
         The message is checked first, so an empty one creates no session. The web app creates
         the session before the turn so that it knows the id even when the turn fails.
@@ -52,7 +53,7 @@ class TurnRunner:
 
         clean_user_text(message)  # raises InvalidInputError for empty input
         if session_id is None:
-            return self.app.conversations.create_session()
+            return self.app.conversations.create_session(owner_id=owner_id)
         self.app.conversations.get_session(session_id)  # NotFoundError if it was deleted
         return session_id
 

@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from mimir.errors import InvalidInputError, MimirError, NotFoundError
+from mimir.auth.roles import Principal, require
+from mimir.auth.web import address_of, principal_of
+from mimir.errors import InvalidInputError, MimirError
+from mimir.storage.conversations import ANY_OWNER
 from mimir.ui import render
 from mimir.ui.chat import TurnRunner
 
@@ -25,8 +28,8 @@ log = logging.getLogger(__name__)
 
 #: How many recent turns the Memory tab plots and offers in its turn picker.
 MEMORY_TURNS = 8
-#: Past sessions a browser remembers.
-MAX_OWNED_SESSIONS = 50
+#: Past sessions the dropdown lists (newest first).
+MAX_LISTED_SESSIONS = 50
 
 
 def _error(exc: BaseException) -> str:
@@ -40,57 +43,83 @@ def _frame(table: render.Table):
 
 
 class Handlers:
+    """Every handler takes the ``gr.Request`` last and checks the signed-in user's role
+    itself (:func:`mimir.auth.roles.require`): the page hiding a tab or a button is never
+    the check, since any handler can be called directly (``gradio_client``)."""
+
     def __init__(self, app: MimirApp):
         self.app = app
         self.runner = TurnRunner(app)
 
+    def _who(self, request: Any, action: str = "chat") -> Principal:
+        """The signed-in user of this request, allowed ``action``; else an error."""
+        return require(principal_of(request), action)
+
+    def _audit(self, who: Principal, action: str, target: str | None, detail: dict, request: Any) -> None:
+        self.app.audit.record(who.name, action, target, detail, address=address_of(request))
+
     # -- chat ------------------------------------------------------------------------------
-    def _owned_sessions(self, owned: list[str] | None) -> tuple[list[str], list[tuple[str, str]]]:
-        """This browser's session ids that still exist, and their dropdown choices."""
-        infos = []
-        for sid in list(owned or [])[:MAX_OWNED_SESSIONS]:
-            if not isinstance(sid, str):
-                continue
-            try:
-                infos.append(self.app.conversations.get_session(sid))
-            except NotFoundError:
-                continue
-        return [i.id for i in infos], render.session_choices(infos)
+    def _sessions(self, who: Principal) -> tuple[list[tuple[str, str]], str]:
+        """The past-sessions choices this user may open, and the note under the list.
+        Students: their own. Teachers and admins: everyone's (others' read-only)."""
+        everyone = who.can("read_all_sessions")
+        owner = ANY_OWNER if everyone else who.user_id
+        infos = self.app.conversations.list_sessions(MAX_LISTED_SESSIONS, owner=owner)
+        names = self._owner_names() if everyone and not who.is_local else {}
+        note = render.sessions_info(len(infos), everyone and not who.is_local)
+        return render.session_choices(infos, owners=names, me=who.user_id), note
 
-    def load_page(self, owned: list[str] | None):
-        """On page load: the sessions this browser started before (from its local storage)."""
-        try:
-            kept, choices = self._owned_sessions(owned)
-        except MimirError as exc:
-            return gr.update(choices=[], value=None), owned, _error(exc)
-        return gr.update(choices=choices, value=None, info=render.sessions_info(len(choices))), kept, ""
+    def _owner_names(self) -> dict[str | None, str]:
+        return {u.id: u.name for u in self.app.accounts.list_users()}
 
-    def chat(self, message: str, history: list | None, session_id: str | None, owned: list[str] | None) -> Iterator[tuple]:
-        """Stream one turn. Outputs: chatbot, textbox, status line, session, owned, sessions."""
-        history = list(history or [])
-        owned = list(owned or [])
+    def _sessions_update(self, who: Principal, value: str | None):
+        choices, info = self._sessions(who)
+        return gr.update(choices=choices, value=value, info=info)
+
+    def load_page(self, request: gr.Request):
+        """On page load: the user's past sessions, who is signed in, the tabs their role may
+        see. Outputs: sessions dropdown, status line, user line, cache tab, models tab."""
         try:
-            session_id = self.runner.start_session(message or "", session_id)
-        except MimirError as exc:
-            yield history, message, _error(exc), session_id, owned, gr.skip()
-            return
+            who = self._who(request)
+            sessions = self._sessions_update(who, None)
         except Exception as exc:
-            yield history, message, _error(exc), session_id, owned, gr.skip()
+            hidden = gr.update(visible=False)
+            return gr.update(choices=[], value=None), _error(exc), "", hidden, hidden
+        return (
+            sessions,
+            "",
+            render.user_line(who.name, who.role, signed_in=not who.is_local),
+            gr.update(visible=who.can("view_cache")),
+            gr.update(visible=who.can("view_models")),
+        )
+
+    def chat(self, message: str, history: list | None, session_id: str | None, request: gr.Request) -> Iterator[tuple]:
+        """Stream one turn. Outputs: chatbot, textbox, status line, session, sessions.
+
+        The turn goes to ``session_id`` only if the signed-in user owns it; otherwise it is
+        refused exactly like a session that does not exist.
+        """
+        history = list(history or [])
+        try:
+            who = self._who(request)
+            if session_id is not None:
+                self.app.conversations.get_session(session_id, owner=who.user_id)
+            session_id = self.runner.start_session(message or "", session_id, owner_id=who.user_id)
+        except Exception as exc:
+            yield history, message, _error(exc), session_id, gr.skip()
             return
-        if session_id not in owned:
-            owned = [session_id, *owned][:MAX_OWNED_SESSIONS]
         shown = [*history, {"role": "user", "content": message}]
         answer = ""
         status = render.status_message("thinking…", pending=True)
-        yield [*shown, status], "", "", session_id, owned, gr.skip()
+        yield [*shown, status], "", "", session_id, gr.skip()
         for event in self.runner.stream(message, session_id):
             if event.kind == "status":
                 status = render.status_message(event.text, pending=True)
                 yield [*shown, *([{"role": "assistant", "content": answer}] if answer else []), status], gr.skip(), \
-                    event.text, session_id, owned, gr.skip()
+                    event.text, session_id, gr.skip()
             elif event.kind == "text":
                 answer += event.text
-                yield [*shown, {"role": "assistant", "content": answer}], gr.skip(), "", session_id, owned, gr.skip()
+                yield [*shown, {"role": "assistant", "content": answer}], gr.skip(), "", session_id, gr.skip()
             elif event.kind == "done":
                 result = event.result
                 line = render.turn_status_line(result)
@@ -98,82 +127,94 @@ class Handlers:
                     result.response, status=line, chart_path=result.chart_path,
                     chart_description=result.chart_description, notices=result.notices,
                 )
-                _, choices = self._owned_sessions(owned)
-                sessions = gr.update(choices=choices, value=session_id, info=render.sessions_info(len(choices)))
-                yield [*shown, *messages], gr.skip(), line, session_id, owned, sessions
+                yield [*shown, *messages], gr.skip(), line, session_id, self._sessions_update(who, session_id)
             else:
                 exc = event.error
                 text = str(exc) if isinstance(exc, MimirError) else f"{type(exc).__name__}: {exc}"
                 messages = render.answer_messages(answer, error=text)
                 try:
-                    _, choices = self._owned_sessions(owned)
-                    sessions = gr.update(choices=choices, value=session_id, info=render.sessions_info(len(choices)))
+                    sessions = self._sessions_update(who, session_id)
                 except MimirError:
                     sessions = gr.skip()
-                yield [*shown, *messages], gr.skip(), render.error_markdown(exc), session_id, owned, sessions
+                yield [*shown, *messages], gr.skip(), render.error_markdown(exc), session_id, sessions
 
     def new_session(self):
         """Outputs: chatbot, status line, session, sessions dropdown value."""
         return [], "", None, gr.update(value=None)
 
-    def open_session(self, session_id: str | None, owned: list[str] | None):
-        """Outputs: chatbot, status line, session. Only this browser's sessions open."""
+    def open_session(self, session_id: str | None, request: gr.Request):
+        """Outputs: chatbot, status line, session.
+
+        Students open only their own sessions; a session id of another user (typed, forged
+        or replayed) is answered exactly like one that does not exist. Teachers and admins
+        read anyone's, read-only (a turn sent into another user's session is refused).
+        """
         if not session_id:
             return gr.skip(), "Choose a past session first.", gr.skip()
-        if session_id not in (owned or []):
-            return gr.skip(), _error(InvalidInputError("that session was not started in this browser")), gr.skip()
         try:
+            who = self._who(request)
+            owner = ANY_OWNER if who.can("read_all_sessions") else who.user_id
+            info = self.app.conversations.get_session(session_id, owner=owner)
             turns = self.app.conversations.turns(session_id)
-            peaks = self._turn_peaks()
-        except MimirError as exc:
+            peaks = self._turn_peaks(ANY_OWNER if who.can("read_all_memory") else who.user_id)
+        except Exception as exc:
             return gr.skip(), _error(exc), gr.skip()
-        return render.history_messages(turns, peaks), f"Reopened a session with {len(turns)} turn(s).", session_id
+        note = f"Reopened a session with {len(turns)} turn(s)."
+        if not who.owns(info.owner_id):
+            note += " It belongs to another user: read-only (press **New session** to chat)."
+        return render.history_messages(turns, peaks), note, session_id
 
-    def _turn_peaks(self) -> dict[str, int | None]:
+    def _turn_peaks(self, owner) -> dict[str, int | None]:
         from mimir.storage.telemetry_store import TelemetryStore
 
-        return {t.turn_id: t.peak_rss_bytes for t in TelemetryStore(self.app.db).turns(last=200)}
+        return {t.turn_id: t.peak_rss_bytes for t in TelemetryStore(self.app.db).turns(last=200, owner=owner)}
 
     # -- memory ----------------------------------------------------------------------------
-    def memory(self, picked: str | None, owned: list[str] | None, last_key: Any):
+    def memory(self, picked: str | None, last_key: Any, request: gr.Request):
         """Outputs: plot, turn picker, steps table, resident table, budget line, key, message.
 
+        Students see the steps of their own turns only; teachers and admins see every turn.
         The steps shown are those of ``picked``, else of the newest turn. The plot, picker
         and steps are redrawn only when new steps were stored or the choice changed (``key``).
         """
-        return self._memory(picked, owned, last_key)[0]
+        return self._memory(picked, last_key, request)[0]
 
-    def pick_turn(self, turn_id: str | None, owned: list[str] | None, last_key: Any):
+    def pick_turn(self, turn_id: str | None, last_key: Any, request: gr.Request):
         """The visitor chose a turn: show it until they choose again. Choosing the newest
         turn means "follow the newest". Outputs: those of :meth:`memory`, then ``picked``."""
-        outputs, newest = self._memory(turn_id, owned, last_key)
+        outputs, newest = self._memory(turn_id, last_key, request)
         return (*outputs, None if turn_id == newest else turn_id)
 
-    def _memory(self, picked: str | None, owned: list[str] | None, last_key: Any) -> tuple[tuple, str | None]:
+    def _memory(self, picked: str | None, last_key: Any, request: Any) -> tuple[tuple, str | None]:
         import psutil
 
         from mimir.storage.telemetry_store import TelemetryStore
         from mimir.ui.plots import timeline_figure
 
         try:
+            who = self._who(request)
+            owner = ANY_OWNER if who.can("read_all_memory") else who.user_id
             status = self.app.manager.status()
             resident = _frame(render.resident_table(status))
             budget = render.budget_markdown(
                 status, ram_setting=self.app.settings.budget.ram_setting, rss_now_bytes=psutil.Process().memory_info().rss
             )
             store = TelemetryStore(self.app.db)
-            turns = store.turns(last=MEMORY_TURNS)
+            turns = store.turns(last=MEMORY_TURNS, owner=owner)
             newest = turns[-1].turn_id if turns else None
             ids = [t.turn_id for t in turns]
             chosen = picked if picked in ids else newest
-            key = (store.count_steps(), newest, chosen)
+            key = (who.user_id, store.count_steps(owner=owner), newest, chosen)
             if key == last_key:
                 return (gr.skip(), gr.skip(), gr.skip(), resident, budget, key, ""), newest
-            steps = store.recent_steps(last_turns=MEMORY_TURNS)
+            steps = store.recent_steps(last_turns=MEMORY_TURNS, owner=owner)
             figure = timeline_figure(
                 render.timeline(steps, budget_ram_bytes=status.budget_ram_bytes, budget_gpu_bytes=status.budget_gpu_bytes)
             )
-            choices = render.turn_choices(turns, own_sessions=owned or [])
+            mine = {s.id for s in self.app.conversations.list_sessions(MAX_LISTED_SESSIONS, owner=who.user_id)}
+            instances = store.turn_instances(ids)
+            shown = instances if self.app.db.engine == "postgresql" or len(set(instances.values())) > 1 else None
+            choices = render.turn_choices(turns, own_sessions=mine, instances=shown)
             chosen_steps = next((t.steps for t in turns if t.turn_id == chosen), ())
             steps_frame = _frame(render.steps_table(chosen_steps))
             return (figure, gr.update(choices=choices, value=chosen), steps_frame, resident, budget, key, ""), newest
@@ -181,11 +222,12 @@ class Handlers:
             return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), None, _error(exc)), None
 
     # -- models ----------------------------------------------------------------------------
-    def models(self):
-        """Outputs: counters line, budget line, roles table, models table, unload choices."""
+    def models(self, request: gr.Request):
+        """Outputs: counters line, budget line, roles table, models table, unload choices. Admins only."""
         from mimir.inventory import model_rows
 
         try:
+            self._who(request, "view_models")
             status = self.app.manager.status()
             rows = model_rows(self.app)
         except Exception as exc:
@@ -199,23 +241,30 @@ class Handlers:
             gr.update(choices=idle, value=idle[0] if idle else None),
         )
 
-    def unload(self, model_id: str | None):
-        """Outputs: message, then those of :meth:`models`."""
-        if not model_id:
-            return ("No idle model is loaded.", *self.models())
+    def unload(self, model_id: str | None, request: gr.Request):
+        """Outputs: message, then those of :meth:`models`. Admins only; audited."""
         try:
-            done = self.app.manager.unload(model_id, reason="unloaded from the web app")
+            who = self._who(request, "unload_model")
         except Exception as exc:
-            return (_error(exc), *self.models())
+            return (_error(exc), *self.models(request))
+        if not model_id:
+            return ("No idle model is loaded.", *self.models(request))
+        try:
+            done = self.app.manager.unload(model_id, reason=f"unloaded from the web app by {who.name}")
+            if done:
+                self._audit(who, "model.unload", model_id, {}, request)
+        except Exception as exc:
+            return (_error(exc), *self.models(request))
         message = f"Unloaded `{model_id}`." if done else f"`{model_id}` was not loaded."
-        return (message, *self.models())
+        return (message, *self.models(request))
 
     # -- cache -----------------------------------------------------------------------------
-    def scan(self):
-        """Outputs: totals, repos table, warnings table, model files table."""
+    def scan(self, request: gr.Request):
+        """Outputs: totals, repos table, warnings table, model files table. Admins only."""
         from mimir.cache import scan_cache
 
         try:
+            self._who(request, "view_cache")
             report = scan_cache(None, self.app.settings)
         except Exception as exc:
             return _error(exc), gr.skip(), gr.skip(), gr.skip()
@@ -226,12 +275,13 @@ class Handlers:
             _frame(render.cache_models_table(report)),
         )
 
-    def plan(self, unreferenced: bool, old_revisions: bool, incomplete: bool):
-        """The dry run. Outputs: plan line, plan table, plan state, confirm box, delete button, result."""
+    def plan(self, unreferenced: bool, old_revisions: bool, incomplete: bool, request: gr.Request):
+        """The dry run. Outputs: plan line, plan table, plan state, confirm box, delete button, result. Admins only."""
         from mimir.cache import plan_cleanup, scan_cache
 
         reset = (gr.update(value=False), gr.update(interactive=False), "")
         try:
+            self._who(request, "prune_cache")
             report = scan_cache(None, self.app.settings)
             plan = plan_cleanup(report, unreferenced=unreferenced, old_revisions=old_revisions, incomplete=incomplete)
         except Exception as exc:
@@ -246,16 +296,23 @@ class Handlers:
     def confirm_changed(self, confirmed: bool, plan):
         return gr.update(interactive=bool(confirmed and plan is not None))
 
-    def execute(self, confirmed: bool, plan):
-        """Delete what the shown plan lists. Outputs: result, plan state, confirm, delete, then :meth:`scan`'s."""
+    def execute(self, confirmed: bool, plan, request: gr.Request):
+        """Delete what the shown plan lists. Outputs: result, plan state, confirm, delete, then :meth:`scan`'s.
+        Admins only; audited."""
         done = (None, gr.update(value=False), gr.update(interactive=False))
+        try:
+            who = self._who(request, "prune_cache")
+        except Exception as exc:
+            return (_error(exc), *done, *self.scan(request))
         if plan is None:
-            return (_error(InvalidInputError("make a plan first: nothing is deleted without one")), *done, *self.scan())
+            return (_error(InvalidInputError("make a plan first: nothing is deleted without one")), *done,
+                    *self.scan(request))
         if not confirmed:
             return (_error(InvalidInputError("tick the confirmation box to delete")), plan, gr.skip(), gr.skip(),
-                    *self.scan())
+                    *self.scan(request))
         try:
             result = plan.execute()
+            self._audit(who, "cache.prune", str(plan.cache_dir), result.summary(), request)
         except Exception as exc:
-            return (_error(exc), *done, *self.scan())
-        return (render.cleanup_result_markdown(result), *done, *self.scan())
+            return (_error(exc), *done, *self.scan(request))
+        return (render.cleanup_result_markdown(result), *done, *self.scan(request))

@@ -153,20 +153,35 @@ def history_messages(turns: Sequence[Any], peaks: Mapping[str, int | None] | Non
     return out
 
 
-def session_choices(sessions: Sequence[Any], *, now_s: float | None = None) -> list[tuple[str, str]]:
-    """``(label, session_id)`` for a dropdown of past sessions, newest first."""
+def session_choices(sessions: Sequence[Any], *, now_s: float | None = None, owners: dict | None = None,
+                    me: str | None = None) -> list[tuple[str, str]]:
+    """``(label, session_id)`` for a dropdown of past sessions, newest first. With
+    ``owners`` (user id -> name), sessions of other users than ``me`` name their owner."""
     ordered = sorted(sessions, key=lambda s: -s.updated_at)
-    return [
-        (f"{s.title} ({s.turn_count} turn{'s' if s.turn_count != 1 else ''}, {format_age(s.updated_at, now_s=now_s)})", s.id)
-        for s in ordered
-    ]
+    out = []
+    for s in ordered:
+        owner_id = getattr(s, "owner_id", None)
+        whose = ""
+        if owners and owner_id != me:
+            whose = f" · {owners.get(owner_id, 'local' if owner_id is None else 'removed user')}"
+        turns = f"{s.turn_count} turn{'s' if s.turn_count != 1 else ''}"
+        out.append((f"{s.title} ({turns}, {format_age(s.updated_at, now_s=now_s)}){whose}", s.id))
+    return out
 
 
-def sessions_info(count: int) -> str:
+def sessions_info(count: int, everyone: bool = False) -> str:
     """The note under the past-sessions list."""
     if count == 0:
-        return "None started in this browser yet."
-    return f"{count} session{'s' if count != 1 else ''} started in this browser."
+        return "No sessions yet." if everyone else "None of yours yet."
+    plural = "s" if count != 1 else ""
+    return f"{count} session{plural} of all users (others' read-only)." if everyone else f"{count} session{plural} of yours."
+
+
+def user_line(name: str, role: str, *, signed_in: bool) -> str:
+    """Who is using the page, shown at the top."""
+    if not signed_in:
+        return ""
+    return f"Signed in as **{escape_markdown(name)}** ({role})"
 
 
 def error_markdown(exc: BaseException) -> str:
@@ -196,16 +211,20 @@ def steps_table(steps: Sequence[Any]) -> Table:
     return _table(STEP_HEADERS, rows)
 
 
-def turn_choices(turns: Sequence[Any], *, own_sessions: Iterable[str] = ()) -> list[tuple[str, str]]:
+def turn_choices(
+    turns: Sequence[Any], *, own_sessions: Iterable[str] = (), instances: Mapping[str, str | None] | None = None
+) -> list[tuple[str, str]]:
     """``(label, turn_id)`` for the turn picker, newest first. Labels hold no message text:
-    the Memory tab is shared by every visitor, conversations are not."""
+    the Memory tab is shared by every visitor, conversations are not. With ``instances``
+    (turn id -> the instance that ran it), each label names its instance."""
     own = set(own_sessions)
     out = []
     for t in sorted(turns, key=lambda t: -t.started_at):
         when = time.strftime("%H:%M:%S", time.localtime(t.started_at))
         mine = " · yours" if t.session_id in own else ""
         failed = " · failed" if t.error else ""
-        label = f"{when} · {t.turn_id} · {len(t.steps)} steps · {t.wall_s:.1f}s · peak {t.peak_rss_str}{mine}{failed}"
+        where = f" · on {instances.get(t.turn_id) or '?'}" if instances is not None else ""
+        label = f"{when} · {t.turn_id}{where} · {len(t.steps)} steps · {t.wall_s:.1f}s · peak {t.peak_rss_str}{mine}{failed}"
         out.append((label, t.turn_id))
     return out
 

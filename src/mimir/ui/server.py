@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
 import sys
+import threading
 from typing import TYPE_CHECKING, TextIO
 
-from mimir.errors import InvalidInputError, MissingExtraError
+from mimir.errors import ConfigError, InvalidInputError, MissingExtraError
 
 if TYPE_CHECKING:
     from mimir.app import MimirApp
@@ -17,6 +19,63 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+#: While serving, ``[storage] telemetry_retention`` is applied this often.
+RETENTION_INTERVAL_S = 3600.0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback address (``0.0.0.0`` and ``::`` are not)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def check_exposure(app: MimirApp, host: str, *, insecure_no_auth: bool = False, out: TextIO | None = None) -> None:
+    """Refuse to serve beyond this machine without sign-in, and password mode without users.
+
+    ``auth = "none"`` makes every visitor an admin, so it is allowed only on loopback; an
+    explicit ``insecure_no_auth`` starts anyway, with a warning on every start.
+    """
+    settings = app.settings
+    if settings.auth.required:
+        if not any(u.role == "admin" for u in app.accounts.list_users()):
+            raise ConfigError(
+                "server.auth", 'is "password" but no admin exists yet; add one first: '
+                "mimir users add NAME --role admin", source=str(settings.source) if settings.source else None,
+            )
+        return
+    if is_loopback(host):
+        return
+    if not insecure_no_auth:
+        raise ConfigError(
+            "server.auth",
+            f'is "none", so anyone who reaches {host} would be an admin; set [server] auth = "password" '
+            "in mimir.toml and add users (mimir users add NAME --role admin), or pass --insecure-no-auth "
+            "to serve without sign-in anyway",
+            source=str(settings.source) if settings.source else None,
+        )
+    text = (f"warning: --insecure-no-auth: listening on {host} without sign-in; anyone who reaches this "
+            "address is an admin (can prune the cache, unload models, read every session)")
+    log.warning(text)
+    print(text, file=out or sys.stderr, flush=True)
+
+
+def _retention_loop(app: MimirApp, stop: threading.Event) -> None:
+    from mimir.app import apply_retention
+
+    while not stop.wait(RETENTION_INTERVAL_S):
+        try:
+            apply_retention(app.settings, app.db)
+        except Exception:  # a failed pass is retried next hour; the server keeps serving
+            log.exception("applying [storage] telemetry_retention failed")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -39,13 +98,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: MimirApp, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, out: TextIO | None = None) -> None:
+def serve(app: MimirApp, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, out: TextIO | None = None,
+          insecure_no_auth: bool = False) -> None:
     """Start the web app and block until interrupted; the app is closed on the way out.
 
     Prints one line with the address (``Mimir web app: http://127.0.0.1:7860/``) once the
-    port is bound; with ``port=0`` it names the free port the system chose.
+    port is bound; with ``port=0`` it names the free port the system chose. Refuses a
+    non-loopback ``host`` with ``[server] auth = "none"`` unless ``insecure_no_auth``.
     """
     out = out or sys.stdout
+    check_exposure(app, host, insecure_no_auth=insecure_no_auth)
     try:
         import uvicorn
     except ImportError:
@@ -61,11 +123,16 @@ def serve(app: MimirApp, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, 
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
     print(f"Mimir web app: http://{shown_host}:{bound_port}/ (Ctrl-C stops it)", file=out, flush=True)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {host}: anyone who can reach this address can use the tutor", file=out, flush=True)
+    if app.settings.auth.required:
+        print("Sign-in required (auth = \"password\"); /v1 needs an API key (mimir keys create NAME)", file=out,
+              flush=True)
     config = uvicorn.Config(server_app, log_level="warning", timeout_graceful_shutdown=5)
+    stop = threading.Event()
+    if app.settings.storage.telemetry_retention_s is not None:
+        threading.Thread(target=_retention_loop, args=(app, stop), name="mimir-retention", daemon=True).start()
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
+        stop.set()
         sock.close()
         app.close()

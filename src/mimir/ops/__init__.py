@@ -1,0 +1,1 @@
+"""Operating a Mimir server: Prometheus metrics, health checks, pulling models, the catalogue."""

@@ -1,0 +1,73 @@
+"""``mimir serve`` in a subprocess, for tests that talk to it over real HTTP."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+
+class Server:
+    """``mimir serve --port 0 [ARGS]`` in a subprocess; its output is kept for failure reports."""
+
+    def __init__(self, env: dict[str, str], *args: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mimir.cli.main", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        self.lines: list[str] = []
+        self._urls: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.startswith("Mimir web app: "):
+                self._urls.put(line.split()[3])
+
+    def url(self, timeout_s: float = 180.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                return self._urls.get(timeout=1.0)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+        raise AssertionError("mimir serve did not start:\n" + "".join(self.lines))
+
+    def ready_url(self, timeout_s: float = 180.0) -> str:
+        """The address once the app answers HTTP (the port is bound before it does)."""
+        import httpx
+
+        url = self.url(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(url + "login", timeout=5).status_code in (200, 303):
+                    return url
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "mimir serve never answered:\n" + "".join(self.lines)
+            time.sleep(0.5)
+
+    def wait(self, timeout_s: float = 120.0) -> int:
+        """The exit code of a server expected to stop by itself."""
+        self.proc.wait(timeout=timeout_s)
+        time.sleep(0.2)  # let the reader thread take the last lines
+        return self.proc.returncode
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
