@@ -42,6 +42,7 @@ from mimir.auth.roles import Principal, require
 from mimir.auth.web import principal_of
 from mimir.errors import InvalidInputError, MimirError, UnknownModelError
 from mimir.models.base import ChatMessage, GenerationParams
+from mimir.runtime.runner import Cancel
 from mimir.tutor.text import clean_user_text
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ def _tutor_runner(app: MimirApp, body, session: str | None) -> Callable[[Callabl
     history = [ChatMessage(m.role, m.content) for m in messages[:-1]]
     persist = session is not None
 
-    def run(on_token: Callable[[str], None]) -> dict:
+    def run(on_token: Callable[[str], None], cancel: Cancel = None) -> dict:
         result = app.tutor.run_turn(
             messages[-1].content,
             session,
@@ -191,6 +192,7 @@ def _tutor_runner(app: MimirApp, body, session: str | None) -> Callable[[Callabl
             history=None if persist else history,
             persist=persist,
             max_tokens=body.max_tokens,
+            cancel=cancel,
         )
         from mimir.telemetry.records import step_json
 
@@ -217,9 +219,12 @@ def _model_runner(app: MimirApp, body) -> Callable[[Callable[[str], None]], dict
     messages = [ChatMessage(m.role, m.content) for m in body.messages]
     params = _params(app, body)
 
-    def run(on_token: Callable[[str], None]) -> dict:
+    def run(on_token: Callable[[str], None], cancel: Cancel = None) -> dict:
+        # Through the runner like every generation: lease, OOM policy, accounting, and
+        # ``cancel`` (a client that went away) stops it within one token.
         with app.telemetry.step("api_completion", agent="api", model=body.model) as step:
-            completion = app.runner.generate(body.model, messages, params, on_token=on_token, step=step)
+            completion = app.runner.generate(body.model, messages, params, on_token=on_token, step=step,
+                                             cancel=cancel)
         return {
             "text": completion.text,
             "finish_reason": "length" if completion.finish_reason == "length" else "stop",

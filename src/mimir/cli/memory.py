@@ -29,6 +29,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "wall_s",
     "tokens_in",
     "tokens_out",
+    "tokens_evaluated",
     "rss_before_bytes",
     "rss_after_bytes",
     "rss_peak_bytes",

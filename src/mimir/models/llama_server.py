@@ -13,6 +13,9 @@ repo + ``file`` resolved from the local Hugging Face cache. Options (``ModelSpec
   Every slot gets the whole ``context_length``, so the KV cache is ``parallel`` times one
   window; ``parallel = 1`` is the smallest footprint;
 - ``n_batch`` (default 512): prompt tokens evaluated per step;
+- ``use_mmap`` (default false): with mmap, weights are file-backed pages the kernel may
+  share or drop, which hides them from RSS; Mimir reads them into memory by default so the
+  budget and the measurements see what the model really holds;
 - ``cache_ram_mib`` (default 0): llama.cpp's host-memory prompt cache, for prompts evicted
   from a slot; counted in the estimate;
 - ``top_logprobs`` (default 20): how many first-token alternatives ``score_choices`` reads;
@@ -474,6 +477,10 @@ class LlamaServerBackend(Backend):
         params.cache_ram_mib = int(spec.options.get("cache_ram_mib", 0))
         params.n_gpu_layers = int(spec.options.get("n_gpu_layers", 0))
         params.warmup = False
+        # Weights read into memory by default (no mmap): RSS, the budget and the measurements
+        # then agree; file-backed pages would be invisible to them and droppable by the kernel.
+        modes = xllamacpp.llama_load_mode
+        params.load_mode = modes.LLAMA_LOAD_MODE_MMAP if spec.options.get("use_mmap") else modes.LLAMA_LOAD_MODE_NONE
         params.hostnames = ["127.0.0.1"]
         params.port = 0  # a free port, on loopback only
         api_key = secrets.token_urlsafe(24)

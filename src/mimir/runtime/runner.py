@@ -121,7 +121,7 @@ class RunnerSession:
             for piece in stream:
                 if _cancelled(cancel):
                     stream.close()
-                    raise GenerationCancelledError(self.model_id, stream.tokens_out)
+                    raise GenerationCancelledError(self.model_id, delivered[0])
                 delivered[0] += 1
                 if on_token is not None:
                     on_token(piece)

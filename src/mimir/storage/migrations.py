@@ -209,3 +209,9 @@ def m004_instance_ids(conn: Connection) -> None:
     conn.execute("ALTER TABLE turns ADD COLUMN instance_id TEXT")
     conn.execute("ALTER TABLE telemetry_turns ADD COLUMN instance_id TEXT")
     conn.execute("ALTER TABLE telemetry_steps ADD COLUMN instance_id TEXT")
+
+
+@migration
+def m005_tokens_evaluated(conn: Connection) -> None:
+    """Prompt tokens each step's engine really evaluated (the rest came from its prompt cache)."""
+    conn.execute("ALTER TABLE telemetry_steps ADD COLUMN tokens_evaluated INTEGER")

@@ -31,6 +31,7 @@ _STEP_COLUMNS = (
     "wall_s",
     "tokens_in",
     "tokens_out",
+    "tokens_evaluated",
     "rss_before_bytes",
     "rss_after_bytes",
     "rss_peak_bytes",

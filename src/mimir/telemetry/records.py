@@ -33,6 +33,9 @@ class StepRecord:
     wall_s: float
     tokens_in: int | None = None
     tokens_out: int | None = None
+    #: Prompt tokens the engine actually evaluated; the rest of ``tokens_in`` came from its
+    #: prompt cache (a prefix shared with an earlier step or turn). None: not reported.
+    tokens_evaluated: int | None = None
     rss_before_bytes: int | None = None
     rss_after_bytes: int | None = None
     #: Highest RSS seen between the start and the end of the step (sampled, plus the
@@ -155,6 +158,7 @@ STEP_JSON_KEYS: tuple[str, ...] = (
     "wall_s",
     "tokens_in",
     "tokens_out",
+    "tokens_evaluated",
     "rss_before_bytes",
     "rss_after_bytes",
     "rss_peak_bytes",
