@@ -55,7 +55,7 @@ def main() -> int:
     from mimir.models.spec import ModelSource, ModelSpec
     from mimir.runtime.manager import ModelManager
     from mimir.telemetry import Telemetry
-    from mimir.telemetry.gpu import gpu_memory
+    from mimir.core.gpu import gpu_memory
 
     if args.device.startswith("cuda"):
         torch.cuda.init()  # so the CUDA probe reads from the first step on

@@ -53,8 +53,10 @@ def _free_port() -> int:
 class PostgresServer:
     """One throwaway cluster. ``start()``, ``new_database()``, ``restart()``, ``stop()``."""
 
-    def __init__(self, password: str = "s3cret-Pw%42"):
+    def __init__(self, password: str = "s3cret-Pw%42", *, durable: bool = False):
         self.password = password
+        #: False (tests): no fsync, for speed. True (benchmarks): PostgreSQL's own defaults.
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="mimir-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -85,10 +87,9 @@ class PostgresServer:
         return self
 
     def _start_server(self) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB"
-        )
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB"
         self._run(find_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
 
     def stop(self) -> None:

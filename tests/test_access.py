@@ -292,12 +292,14 @@ def test_gradio_client_as_a_student_cannot_prune_unload_or_open_others_sessions(
     sam = _gradio(school, "sam")
     message, *_ = sam.predict(None, api_name="/unload")
     assert "unloading a model needs the admin role" in message
-    line, *_ = sam.predict(True, False, False, api_name="/plan")
+    line, *_ = sam.predict(True, False, False, api_name="/prune_plan")
     assert "pruning the model cache needs the admin role" in line
-    result, *_ = sam.predict(True, api_name="/execute")
+    result, *_ = sam.predict(True, api_name="/prune")
     assert "pruning the model cache needs the admin role" in result
     totals, *_ = sam.predict(api_name="/scan")
     assert "the Cache tab needs the admin role" in totals
+    pulled = sam.predict("org/alpha", "", "", [], api_name="/pull_plan")
+    assert "needs the admin role" in pulled
     assert tree.repo("org/beta").is_dir() and tree.repo("org/alpha").is_dir()
     # kim's session id, sent by sam: refused, and nothing of kim's comes back
     openai = pytest.importorskip("openai")
@@ -319,12 +321,31 @@ def test_gradio_client_as_a_student_cannot_prune_unload_or_open_others_sessions(
 def test_gradio_client_as_an_admin_prunes_and_it_is_audited(school):
     tree = school["tree"]
     ada = _gradio(school, "ada")
-    line, *_ = ada.predict(True, False, False, api_name="/plan")
+    line, *_ = ada.predict(True, False, False, api_name="/prune_plan")
     assert "Dry run" in line
     # the plan lives in this client's session state; confirming deletes what it lists
-    result, *_ = ada.predict(True, api_name="/execute")
+    result, *_ = ada.predict(True, api_name="/prune")
     assert "Freed" in result, result
     assert not tree.repo("org/beta").exists() and tree.outside_file.exists()
     (entry,) = [e for e in json.loads(cli(school["env"], "audit", "--json").stdout) if e["action"] == "cache.prune"]
     assert entry["actor"] == "ada" and entry["address"] == "127.0.0.1" and entry["detail"]["freed_bytes"] > 0
     assert Path(entry["target"]) == Path(tree.root)
+
+
+def test_probes_stay_open_and_metrics_need_an_admin(school):
+    url = school["url"]
+    assert httpx.get(url + "healthz", timeout=30).status_code == 200
+    assert httpx.get(url + "metrics", timeout=30).status_code == 401
+    student = cookie_of(sign_in(url, "sam", **{"X-Forwarded-For": "10.0.0.9"}))
+    assert httpx.get(url + "metrics", cookies={"mimir_session": student}, timeout=30).status_code == 401
+    admin = cookie_of(sign_in(url, "ada", **{"X-Forwarded-For": "10.0.0.9"}))
+    scraped = httpx.get(url + "metrics", cookies={"mimir_session": admin}, timeout=30)
+    assert scraped.status_code == 200 and "mimir_" in scraped.text
+
+
+def test_the_sign_in_cookie_is_found_among_other_apps_cookies(school):
+    url = school["url"]
+    token = cookie_of(sign_in(url, "sam", **{"X-Forwarded-For": "10.0.0.10"}))
+    header = f'_ga=GA1.1.1; other={{"json": [1, 2]}}; mimir_session={token}; theme=dark'
+    out = httpx.get(url + "gradio_api/info", headers={"Cookie": header}, timeout=30)
+    assert out.status_code == 200

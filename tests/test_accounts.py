@@ -1,5 +1,5 @@
-"""Users, roles, API keys, web sign-ins, the audit log and the accounts migration, on real
-SQLite files with real argon2 hashes."""
+"""Users, roles, API keys, web sign-ins, the audit log and the accounts migration, with real
+argon2 hashes, on both engines (a SQLite file, a real PostgreSQL server)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def db(tmp_path):
-    with Database.open(tmp_path / "mimir.db") as database:
+def db(db_target):
+    """Accounts on both engines: a SQLite file and a real PostgreSQL database."""
+    with Database.open(db_target) as database:
         yield database
 
 

@@ -100,6 +100,37 @@ def test_errors_use_the_openai_error_body(client, body, status, kind):
     assert out.json()["error"]["type"] == kind and out.json()["error"]["message"]
 
 
+def test_a_model_that_fails_to_load_is_503_and_one_over_budget_is_507():
+    settings = settings_from_dict({
+        "models": {
+            "default": {"backend": "scripted", "path": "s"},
+            "broken": {"backend": "scripted", "path": "broken.bin", "options": {"fail": "weights are corrupt"}},
+            "huge": {"backend": "scripted", "path": "huge.bin", "options": {"size_bytes": 8 * 1024**3}},
+        },
+        "roles": {"tool_decision": "default", "routing": "default", "thinking": "default", "response": "broken"},
+        "budget": {"memory": "1GiB"},
+        "tutor": {"thinking": False},
+    })
+    load_failed = "model 'broken' failed to load from path:broken.bin: weights are corrupt"
+    over_budget = "model 'huge' needs an estimated 8.0GiB of ram; it does not fit the 1.0GiB ram budget even alone"
+    cases = [("broken", 503, "model_load_error", load_failed), ("huge", 507, "memory_budget_exceeded", over_budget),
+             (TUTOR_MODEL, 503, "model_load_error", load_failed)]  # the tutor's response model is "broken"
+    with MimirApp(settings) as mimir_app:
+        client = TestClient(create_api(mimir_app))
+        for model, status, kind, message in cases:
+            body = {"model": model, "messages": [{"role": "user", "content": "What is a prime?"}]}
+            out = client.post("/v1/chat/completions", json=body)
+            assert out.status_code == status, out.text
+            assert out.json() == {"error": {"message": message, "type": kind, "param": None, "code": None}}
+            # Streamed, the status line is already out: the error comes as an event.
+            streamed = client.post("/v1/chat/completions", json={**body, "stream": True})
+            assert streamed.status_code == 200
+            events = [json.loads(line[6:]) for line in streamed.text.splitlines()
+                      if line.startswith("data: ") and line != "data: [DONE]"]
+            assert events[-1]["error"]["type"] == kind and events[-1]["error"]["message"] == message
+        assert mimir_app.manager.status().resident == ()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from mimir.runtime.manager import ModelEvent
+from mimir.core.events import ModelEvent
 from mimir.storage.conversations import ConversationStore
 from mimir.storage.db import Database
 from mimir.storage.migrations import MIGRATIONS
 from mimir.storage.telemetry_store import TelemetryStore
-from mimir.telemetry.records import StepRecord, TurnRecord
+from mimir.core.records import StepRecord, TurnRecord
 
 
 def mimir(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

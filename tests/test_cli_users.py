@@ -162,3 +162,16 @@ def test_bad_retention_names_the_key(tmp_path):
     config.write_text('[storage]\ntelemetry_retention = "soon"\n')
     out = mimir("sessions", "list", config=config)
     assert out.returncode == 2 and "storage.telemetry_retention" in out.stderr
+
+
+def test_cache_prune_from_the_cli_is_audited_and_a_dry_run_is_not(tmp_path):
+    from cache_trees import build_cache
+
+    tree = build_cache(tmp_path / "hf")
+    assert mimir("cache", "prune", "--unreferenced", "--cache-dir", str(tree.root)).returncode == 0
+    assert json.loads(mimir("audit", "--json").stdout) == []  # a dry run deletes nothing
+    out = mimir("cache", "prune", "--unreferenced", "--yes", "--cache-dir", str(tree.root))
+    assert out.returncode == 0, out.stderr
+    (entry,) = json.loads(mimir("audit", "--json").stdout)
+    assert entry["action"] == "cache.prune" and entry["actor"].startswith("cli:")
+    assert entry["target"] == str(tree.root) and entry["detail"]["freed_bytes"] > 0

@@ -21,8 +21,23 @@ def test_defaults_use_the_bundled_model_for_every_role(tmp_path):
     assert spec.source.kind == "package"
     assert spec.source.local_path().is_file()
     assert settings.keep_alive_s is None
-    assert settings.budget.ram_setting == "auto" and settings.budget.ram_bytes > 0
+    assert settings.budget.ram_setting == "auto"
     assert settings.home == tmp_path / "mimir-home"  # MIMIR_HOME from the fixture
+
+
+def test_auto_budget_is_80_percent_of_available_memory(monkeypatch):
+    import psutil
+
+    for source in ("default", "env"):
+        if source == "env":
+            monkeypatch.setenv("MIMIR_BUDGET", "auto")
+        before = psutil.virtual_memory().available
+        budget = load_settings().budget.ram_bytes
+        after = psutil.virtual_memory().available
+        # Available memory moves while other processes run: allow 2% (at least 32 MiB) of slack
+        # around 80% of what was available just before and just after.
+        slack = max(32 * 1024**2, 0.02 * 0.8 * max(before, after))
+        assert 0.8 * min(before, after) - slack <= budget <= 0.8 * max(before, after) + slack, source
 
 
 def test_full_file(tmp_path):

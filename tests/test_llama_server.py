@@ -88,10 +88,23 @@ def test_context_guard_trims_instead_of_crashing():
         small.close()
 
 
-def test_truncation_notice_is_visible_to_the_model(model):
-    text = model.truncate_text("alpha beta gamma " * 100, 10)
-    assert model.count_tokens(text) <= 10
-    assert TRUNCATION_NOTICE.strip().startswith("[")
+def test_truncation_notice_is_visible_to_the_model():
+    spec = replace(bundled_model_spec(), context_length=256)
+    small = LlamaServerBackend().load(spec)
+    try:
+        question = "alpha beta gamma " * 200 + "OMEGA-TAIL"
+        stream = small.stream([ChatMessage("user", question)], GenerationParams(max_tokens=8, temperature=0))
+        out = stream.completion
+        assert out.truncated_input
+        given = "".join(m.content for m in stream.messages)
+        # The model was given the start of the message, then the notice; the cut tail never
+        # reached it. The engine's own count of the prompt it evaluated fits the window.
+        assert TRUNCATION_NOTICE.strip() in given
+        assert given.index("alpha beta gamma") < given.index(TRUNCATION_NOTICE.strip())
+        assert "OMEGA-TAIL" not in given
+        assert out.tokens_in <= 256
+    finally:
+        small.close()
 
 
 def test_score_choices_prefers_the_obvious_answer(model):

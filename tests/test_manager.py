@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -135,32 +136,40 @@ def test_evicts_least_recently_used_idle_model():
     assert m.status().evictions == 1
 
 
+@contextmanager
+def leased_elsewhere(m: ModelManager, model_id: str):
+    """``model_id`` leased by another thread for as long as the block runs."""
+    holding, done = threading.Event(), threading.Event()
+
+    def hold():
+        with m.use(model_id):
+            holding.set()
+            done.wait(60)
+
+    t = threading.Thread(target=hold, daemon=True)
+    t.start()
+    assert holding.wait(10)
+    try:
+        yield
+    finally:
+        done.set()
+        t.join()
+
+
 def test_in_use_model_is_never_evicted_waits_for_release():
     m, reg = manager(scripted("a", 60), scripted("b", 60), budget_mib=100)
     got_b = threading.Event()
-    release_a = threading.Event()
-    holder_ready = threading.Event()
-
-    def hold_a():
-        with m.use("a"):
-            holder_ready.set()
-            release_a.wait(5)
-
-    t = threading.Thread(target=hold_a)
-    t.start()
-    holder_ready.wait(5)
 
     def want_b():
         with m.use("b"):
             got_b.set()
 
     t2 = threading.Thread(target=want_b)
-    t2.start()
-    assert not got_b.wait(0.3)  # blocked: a is in use and b does not fit beside it
-    assert m.status().get("a") is not None
-    release_a.set()
+    with leased_elsewhere(m, "a"):
+        t2.start()
+        assert not got_b.wait(0.3)  # blocked: a is in use and b does not fit beside it
+        assert m.status().get("a") is not None
     assert got_b.wait(5)
-    t.join()
     t2.join()
     assert reg.loads == ["a", "b"]
 
@@ -279,6 +288,131 @@ def test_events_report_load_and_freed_memory():
     assert unload.measured_bytes > 32 * MiB  # freed memory went back (allocator may keep some)
 
 
+def test_load_timeout_expires_with_a_clear_error():
+    m, reg = manager(scripted("a", 60), scripted("b", 60), budget_mib=100, load_timeout_s=0.5)
+    with leased_elsewhere(m, "a"):
+        with pytest.raises(BudgetExceededError) as info:
+            with m.use("b"):
+                pass
+    err = info.value
+    assert err.model_id == "b" and err.blocked_by == ["a"]
+    assert str(err) == (
+        "model 'b' needs an estimated 60.0MiB of ram; the models in use or pinned (a) leave too little room "
+        "in the 100.0MiB ram budget; waited 0.5s for them (budget.load_timeout)"
+    )
+    assert reg.loads == ["a"]  # b never loaded
+    with m.use("b"):  # once a is released, b loads (a is evicted)
+        pass
+    assert reg.loads == ["a", "b"]
+
+
+def test_two_threads_each_holding_one_and_wanting_another_do_not_both_wait_out_the_timeout():
+    # A holds a and wants d; B holds c and wants e. Neither fits beside a and c, and neither
+    # lease ends while its holder waits. The thread that completes the cycle fails at once;
+    # its lease on its model ends, so eviction serves the other. With a one-hour timeout, only
+    # that makes the test finish.
+    m, reg = manager(*(scripted(x, 40) for x in "acde"), budget_mib=100, load_timeout_s=3600)
+    both_hold = threading.Barrier(2, timeout=30)
+    outcome: dict[str, object] = {}
+
+    def run(name: str, held: str, wanted: str):
+        try:
+            with m.use(held):
+                both_hold.wait()
+                with m.use(wanted) as model:
+                    outcome[name] = model.id
+        except BudgetExceededError as exc:
+            outcome[name] = exc
+
+    # Daemon threads: if they wait for each other, the test fails instead of hanging the run.
+    threads = [threading.Thread(target=run, args=args, daemon=True) for args in (("A", "a", "d"), ("B", "c", "e"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "both threads are waiting for each other"
+    failed = {k: v for k, v in outcome.items() if isinstance(v, BudgetExceededError)}
+    served = {k: v for k, v in outcome.items() if isinstance(v, str)}
+    assert len(failed) == 1 and len(served) == 1, outcome
+    (err,) = failed.values()
+    assert "their holders are waiting for memory themselves" in str(err)
+    assert served == {"A": "d"} or served == {"B": "e"}
+    assert m.status().load_failures == 0 and len(reg.loads) == 3
+
+
+def test_charged_memory_never_exceeds_the_budget_with_many_threads():
+    import random
+
+    # Declared sizes far above what a scripted model allocates, so that the charge is the
+    # estimate (the RSS of other threads moving during a load cannot inflate it).
+    sizes = {"a": 30, "b": 45, "c": 20, "d": 60, "e": 35}
+    specs = [scripted(mid, size, alloc_bytes=256 * 1024) for mid, size in sizes.items()]
+    m, reg = manager(*specs, budget_mib=100, load_timeout_s=3600)
+    violations: list[str] = []
+    events: list[str] = []
+    lock = threading.Lock()
+
+    def check(event=None):
+        status = m.status()
+        used = status.used_ram_bytes
+        with lock:
+            if event is not None:
+                events.append(event.kind)
+            if used > status.budget_ram_bytes:
+                violations.append(f"{used / MiB:.0f}MiB charged after {event}")
+
+    m.subscribe(check)
+    outcomes: list[str] = []
+
+    def worker(seed: int):
+        rng = random.Random(seed)
+        for _ in range(25):
+            first, second = rng.sample(sorted(sizes), 2)
+            try:
+                with m.use(first):
+                    check()
+                    if rng.random() < 0.5:
+                        with m.use(second):
+                            check()
+                outcome = "ok"
+            except BudgetExceededError as exc:
+                # Holding one model and wanting another can fail (when nothing else can
+                # free room); it must never hang, nor break the budget.
+                assert exc.blocked_by, exc
+                outcome = "refused"
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=worker, args=(seed,), daemon=True) for seed in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    assert violations == []
+    assert len(outcomes) == 6 * 25 and outcomes.count("ok") > 0
+    assert events.count("load") == len(reg.loads) and events.count("evict") > 0
+    m.close()
+
+
+def test_admission_covers_a_load_that_peaks_above_its_estimate():
+    # b ends up 40 MiB but its load peaks at 80 MiB (a dtype conversion, say): with a
+    # resident beside it, 40 + 40 would fit, 40 + 80 does not, so a goes first.
+    m, reg = manager(scripted("a", 40), scripted("b", 40, load_peak_bytes=80 * MiB), budget_mib=100)
+    events: list = []
+    m.subscribe(events.append)
+    with m.use("a"):
+        pass
+    with m.use("b"):
+        pass
+    assert [(e.kind, e.model_id) for e in events] == [("load", "a"), ("evict", "a"), ("load", "b")]
+    assert m.status().get("b").charged_bytes < 41 * MiB  # after the load: its size, not its load peak
+    too_big = manager(scripted("c", 40, load_peak_bytes=120 * MiB), budget_mib=100)[0]
+    with pytest.raises(BudgetExceededError, match="needs an estimated 120.0MiB"):
+        with too_big.use("c"):
+            pass
+
+
 # -- explicit states: LOADING -> READY -> CLOSING -> CLOSED ------------------------------------
 def test_states_through_a_load_and_an_unload():
     from mimir.runtime.manager import ModelState
@@ -286,6 +420,7 @@ def test_states_through_a_load_and_an_unload():
     m, _ = manager(scripted("a", load_s=0.3, close_s=0.3))
     seen: list[ModelState] = []
     assert m.state("a") is ModelState.CLOSED
+
     def load():
         with m.use("a"):
             pass
@@ -339,7 +474,7 @@ def test_waiting_for_another_load_has_a_deadline():
     slow.start()
     while m.status().loading != "slow":
         time.sleep(0.01)
-    with pytest.raises(ModelLoadError, match="timed out .* waiting for the load of 'slow'"):
+    with pytest.raises(ModelLoadError, match="load_timeout.* for the load of 'slow'"):
         with m.use("b"):
             pass
     slow.join()

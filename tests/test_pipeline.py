@@ -37,7 +37,8 @@ def test_turn_is_measured_stored_and_linked():
         assert "LATEX_FORMATTING" in result.flags and "GENERAL_FORMATTING" in result.flags
         names = [s.name for s in result.telemetry.steps]
         assert names[:4] == ["history", "tool_decision", "routing", "rules"]
-        assert "thinking_math" in names and names[-2:] == ["response", "postprocess"]
+        assert "thinking_math" in names and names[-3:] == ["response", "postprocess", "math_claims"]
+        assert names.index("math_check") == names.index("rules") + 1
         stored = app.conversations.turns(result.session_id)
         assert [t.id for t in stored] == [result.turn_id]
         assert stored[0].status == "ok" and set(stored[0].flags) == set(result.flags)
@@ -105,15 +106,39 @@ def test_model_decider_scores_choices_in_one_lease():
 
 
 def test_hybrid_asks_the_model_only_when_rules_are_unsure():
-    options = {"replies": ["ok"], "scores": {"Yes": -0.1, "No": -2.0}}
+    # "Photosynthesis in plants": the rules are sure there is no chart, no practice request,
+    # no confusion and a named topic, but unsure whether the student wants guided teaching
+    # (no task and no question word). Only that one question goes to the model, and the
+    # model's answer decides the flag both ways.
+    message = "Photosynthesis in plants"
+    tutor = {"deciders": {"tool": "hybrid", "routing": "hybrid"}, "thinking": False}
+    for yes, expected in ((-0.1, True), (-3.0, False)):
+        options = {"replies": ["ok"], "scores": {"Yes": yes, "No": -1.0}}
+        models = {"default": {"backend": "scripted", "path": "s", "options": options}}
+        with scripted_app(models, tutor=tutor) as app:
+            result = app.tutor.run_turn(message)
+            asked = [c[-1].content for c in model_calls(app) if "Question:" in c[-1].content]
+            assert len(asked) == 1 and "guide them step by step" in asked[0]
+            assert ("GUIDING_TEACHING" in result.flags) is expected
+            # The model said "Yes" (or "No") to every question it could have been asked; the
+            # confident rules kept the flags the model was not asked about.
+            assert not {"STRUCTURE_PRACTICE_QUESTIONS", "TOOL_USE_ENHANCEMENT", "USER_UNDERSTANDING",
+                        "VAGUE_INPUT"} & set(result.flags)
+            steps = {s.name: s for s in result.telemetry.steps}
+            assert steps["routing"].model == "default" and steps["tool_decision"].model is None
+
+
+def test_hybrid_leaves_clear_cases_to_the_rules():
+    options = {"replies": ["ok"], "scores": {"Yes": -3.0, "No": -0.1}}
     models = {"default": {"backend": "scripted", "path": "s", "options": options}}
     tutor = {"deciders": {"tool": "hybrid", "routing": "hybrid"}, "thinking": False}
     with scripted_app(models, tutor=tutor) as app:
-        # Clear cases: a math question and an explicit practice request.
-        result = app.tutor.run_turn("Give me 3 practice questions on solving 2x + 3 = 7")
+        # A method question with an explicit practice request: every rule is confident, so the
+        # model (which would say "No" to practice questions) is never asked.
+        result = app.tutor.run_turn("How do I solve 2x + 3 = 7? Give me 3 practice questions.")
         asked = [c for c in model_calls(app) if "Question:" in c[-1].content]
-        assert "STRUCTURE_PRACTICE_QUESTIONS" in result.flags
-        assert len(asked) < 5
+        assert asked == []
+        assert {"STRUCTURE_PRACTICE_QUESTIONS", "GUIDING_TEACHING"} <= set(result.flags)
 
 
 def test_graph_tool_draws_the_students_data(tmp_path):
@@ -163,16 +188,18 @@ def test_scheduling_loads_each_model_once_when_budget_holds_one():
     small = {"backend": "scripted", "path": "s", "options": {"size_bytes": 60 * MiB, "replies": ["ok."],
                                                               "scores": {"Yes": -0.1, "No": -1.0}}}
     models = {"a": small, "b": small}
-    roles = {"tool_decision": "a", "routing": "b", "thinking": "b", "response": "b"}
+    # In the written order (tool on a, routing on b, then thinking and response on a) the
+    # turn would load a, b, a: three loads with a budget that holds one model. Running the
+    # routing decision first needs only b, a: two.
+    roles = {"tool_decision": "a", "routing": "b", "thinking": "a", "response": "a"}
     tutor = {"deciders": {"tool": "model", "routing": "model"}}
     with scripted_app(models, roles=roles, tutor=tutor, budget="100MiB") as app:
         result = app.tutor.run_turn("Explain photosynthesis")
         steps = [s.name for s in result.telemetry.steps]
-        # tool (a) first, then routing/thinking/response all on b: two loads, not three.
-        assert steps.index("tool_decision") < steps.index("routing")
+        assert steps.index("routing") < steps.index("tool_decision")
         assert app.manager.status().loads == 2
         loads = [e for s in result.telemetry.steps for e in s.events if e.kind == "load"]
-        assert [e.model_id for e in loads] == ["a", "b"]
+        assert [e.model_id for e in loads] == ["b", "a"]
 
 
 def test_deleting_a_session_deletes_its_turns():

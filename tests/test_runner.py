@@ -10,7 +10,7 @@ import pytest
 
 from mimir.app import MimirApp
 from mimir.config import bundled_model_spec, settings_from_dict
-from mimir.errors import DeviceOutOfMemoryError, GenerationCancelledError
+from mimir.errors import DeviceOutOfMemoryError, TurnCancelledError
 from mimir.models.base import ChatMessage, GenerationParams
 from mimir.models.spec import ModelSource, ModelSpec
 from mimir.runtime.manager import ModelManager
@@ -72,7 +72,7 @@ def test_load_starting_event_comes_from_the_call_that_loads():
 
 def test_a_cancelled_request_never_takes_a_lease():
     runner, manager, events = runner_for(scripted("a"))
-    with pytest.raises(GenerationCancelledError):
+    with pytest.raises(TurnCancelledError):
         runner.generate("a", HI, cancel=lambda: True)
     assert events == [] and manager.status().resident == ()
 
@@ -110,7 +110,7 @@ def test_cancel_mid_stream_stops_within_one_token_and_releases_the_lease(bundled
         if len(tokens) == 3:
             stop.set()  # e.g. the client went away
 
-    with pytest.raises(GenerationCancelledError, match="after 3 token"):
+    with pytest.raises(TurnCancelledError, match="after 3 token"):
         runner.generate("default", [ChatMessage("user", "Write a long story about a lighthouse.")],
                         GenerationParams(max_tokens=200, temperature=0), on_token=on_token, cancel=stop)
     assert len(tokens) == 3

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -153,16 +155,43 @@ def test_file_that_is_not_a_database_fails_at_open(tmp_path):
         Database.open(path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to read-only directories")
-def test_read_only_directory_fails_at_open(tmp_path):
-    home = tmp_path / "ro"
+def _read_only_home_command(home, command: list[str]) -> list[str]:
+    """``command`` run where ``home`` is read-only, for root too: inside a private mount
+    namespace (``unshare``) in which ``home`` is bind-mounted onto itself read-only. The
+    namespace, and the mount with it, end with the command."""
+    unshare = shutil.which("unshare")
+    mount = shutil.which("mount")
+    if unshare is None or mount is None:
+        return []
+    script = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && exec "$@"'
+    user_ns = [] if os.geteuid() == 0 else ["--map-root-user"]
+    return [unshare, "--mount", *user_ns, "sh", "-c", script, "sh", str(home), *command]
+
+
+def test_read_only_home_fails_at_open_with_exit_code_8(tmp_path):
+    home = tmp_path / "ro-home"
     home.mkdir()
-    home.chmod(0o500)
+    cli = [sys.executable, "-m", "mimir.cli.main", "sessions", "list"]
+    env = {**os.environ, "MIMIR_HOME": str(home)}
+    command = _read_only_home_command(home, cli)
+    probe = subprocess.run(command + ["--help"] if command else ["false"], capture_output=True, env=env)
+    if probe.returncode != 0:
+        # No mount namespace here (a container without CAP_SYS_ADMIN or user namespaces):
+        # fall back to permissions, which bind everyone but root.
+        if os.geteuid() == 0:
+            pytest.skip(f"cannot make a read-only mount here: {probe.stderr.decode().strip()[:200]}")
+        home.chmod(0o500)
+        command = cli
     try:
-        with pytest.raises(StorageError, match="not writable"):
-            Database.open(home / "mimir.db")
+        out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     finally:
         home.chmod(0o700)
+    assert out.returncode == StorageError.exit_code == 8, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot use database {home / 'mimir.db'}: ")
+    assert f"directory {home} is not writable" in line
+    assert "Traceback" not in out.stderr
+    assert not (home / "mimir.db").exists()
 
 
 def test_read_only_filesystem_fails_at_open_even_for_root():
@@ -194,3 +223,82 @@ def test_migration_list_is_named_ordered_and_unique():
     names = [name for name, _ in MIGRATIONS]
     assert names == sorted(names) and len(set(names)) == len(names)
     assert all(callable(fn) for _, fn in MIGRATIONS)
+
+
+def _rows(path, table: str, columns: list[str]) -> list[tuple]:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def test_an_older_database_with_real_rows_migrates_and_keeps_every_row(tmp_path):
+    from mimir.models.spec import ModelSource, ModelSpec
+    from mimir.runtime.manager import ModelManager
+    from mimir.storage.conversations import ConversationStore
+    from mimir.storage.telemetry_store import TelemetryStore
+    from mimir.telemetry import Telemetry
+
+    path = tmp_path / "mimir.db"
+    first_name, _ = MIGRATIONS[0]
+    # A database as the first release left it: only the first migration, and rows written
+    # by real telemetry (two turns of real steps with real model-manager events).
+    MiB = 1024 * 1024
+    specs = {m: ModelSpec(m, "scripted", ModelSource("path", m), options={"size_bytes": 60 * MiB}) for m in "ab"}
+    tel = Telemetry(sample_interval_s=None)
+    turns = []
+    with ModelManager(specs, budget_ram_bytes=100 * MiB) as manager:
+        tel.attach(manager)
+        for n, model in enumerate("aba"):
+            with tel.turn(session_id=f"s{n % 2}", turn_id=f"t{n}") as turn:
+                with tel.step("routing", agent="routing", model=model) as step:
+                    with manager.use(model):
+                        step.add_tokens(tokens_in=10 + n, tokens_out=n)
+                with tel.step("response", model=model):
+                    pass
+            turns.append(turn.record)
+    tel.close()
+    with Database.open(path, migrations=MIGRATIONS[:1]) as old:
+        assert old.applied_migrations() == [first_name]
+        columns = {t: [r["name"] for r in old.read(f"PRAGMA table_info({t})")]
+                   for t in ("telemetry_turns", "telemetry_steps", "telemetry_events")}
+        with old.write() as conn:
+            for turn in turns:
+                row = {**turn.__dict__, "step_count": len(turn.steps)}
+                cols = [c for c in columns["telemetry_turns"] if c != "id"]
+                conn.execute(f"INSERT INTO telemetry_turns ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                             [row.get(c) for c in cols])
+                for step in turn.steps:
+                    row = {**step.to_dict(), "gpu_devices_json": "[]"}
+                    cols = [c for c in columns["telemetry_steps"] if c != "id"]
+                    conn.execute(f"INSERT INTO telemetry_steps ({', '.join(cols)}) "
+                                 f"VALUES ({', '.join('?' * len(cols))})", [row.get(c) for c in cols])
+                    for seq, event in enumerate(step.events):
+                        row = {**event.__dict__, "step_id": step.step_id, "seq": seq}
+                        cols = [c for c in columns["telemetry_events"] if c != "id"]
+                        conn.execute(f"INSERT INTO telemetry_events ({', '.join(cols)}) "
+                                     f"VALUES ({', '.join('?' * len(cols))})", [row.get(c) for c in cols])
+    before = {t: _rows(path, t, cols) for t, cols in columns.items()}
+    assert [len(before[t]) for t in columns] == [3, 6, 5]  # 3 loads + 2 evictions
+
+    # The current code opens it: the later migrations run, and every row is still there.
+    with Database.open(path) as db:
+        assert db.applied_migrations() == [name for name, _ in MIGRATIONS]
+        store = TelemetryStore(db)
+        assert {t.turn_id: [s.name for s in t.steps] for t in store.turns()} == {
+            f"t{n}": ["routing", "response"] for n in range(3)}
+        loaded = {s.step_id: s for s in store.recent_steps(last_turns=10)}
+        for step in (s for t in turns for s in t.steps):
+            again = loaded[step.step_id]
+            assert (again.name, again.model, again.tokens_in, again.rss_peak_bytes, again.turn_id) == (
+                step.name, step.model, step.tokens_in, step.rss_peak_bytes, step.turn_id)
+            assert [(e.kind, e.model_id, e.estimate_bytes) for e in again.events] == [
+                (e.kind, e.model_id, e.estimate_bytes) for e in step.events]
+        # ... and the tables the later migrations added work beside them.
+        conversations = ConversationStore(db)
+        sid = conversations.create_session("after the upgrade")
+        assert conversations.get_session(sid).title == "after the upgrade"
+    assert {t: _rows(path, t, cols) for t, cols in columns.items()} == before

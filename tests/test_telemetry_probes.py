@@ -10,8 +10,8 @@ import pytest
 from mimir.config import settings_from_dict
 from mimir.errors import ConfigError
 from mimir.telemetry import CudaProbe, LogSink, NvmlProbe, ProcessProbe, SqliteSink, parse_telemetry_options, telemetry_from_settings
-from mimir.telemetry.gpu import GpuMemory, gpu_memory, parse_smi_memory, read_gpu_memory, total_gpu_bytes
-from mimir.telemetry.probes import max_rss_bytes
+from mimir.core.gpu import GpuMemory, gpu_memory, parse_smi_memory, read_gpu_memory, total_gpu_bytes
+from mimir.core.memory import max_rss_bytes
 
 MiB = 1024 * 1024
 

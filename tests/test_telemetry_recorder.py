@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -13,7 +17,7 @@ from mimir.errors import MimirError
 from mimir.models.spec import ModelSource, ModelSpec
 from mimir.runtime.manager import ModelManager
 from mimir.telemetry import Probe, ProcessProbe, Telemetry
-from mimir.telemetry.probes import max_rss_bytes
+from mimir.core.memory import max_rss_bytes
 
 MiB = 1024 * 1024
 
@@ -301,19 +305,33 @@ def test_a_probe_failing_mid_run_degrades_to_null_with_one_warning(caplog):
     assert probe.reads == 2
 
 
-def test_without_gpu_libraries_gpu_fields_are_null(telemetry):
-    import sys
-
-    with telemetry.step("cpu") as step:
-        pass
-    rec = step.record
-    if "torch" not in sys.modules or not sys.modules["torch"].cuda.is_available():
-        assert rec.cuda_peak_allocated_bytes is None and rec.cuda_allocated_after_bytes is None
-    from mimir.telemetry.gpu import gpu_memory
-
-    if not gpu_memory():
-        assert rec.gpu_used_after_bytes is None and rec.gpu_devices == ()
-    assert rec.gpu_str == "-" or rec.gpu_used_after_bytes is not None or rec.cuda_peak_allocated_bytes is not None
+def test_without_gpu_libraries_gpu_fields_are_null():
+    # A process where neither torch nor pynvml can be imported (a ``sys.modules`` guard makes
+    # the import fail as if the package were absent), whatever this machine has installed.
+    script = textwrap.dedent(
+        """
+        import json, sys
+        sys.modules["torch"] = None
+        sys.modules["pynvml"] = None
+        from mimir.telemetry import Telemetry
+        tel = Telemetry(sample_interval_s=None)
+        with tel.step("cpu") as step:
+            block = bytearray(b"\\x01") * (4 * 1024 * 1024)
+        tel.close()
+        r = step.record
+        print(json.dumps({k: getattr(r, k) for k in (
+            "cuda_peak_allocated_bytes", "cuda_allocated_after_bytes", "gpu_used_before_bytes",
+            "gpu_used_after_bytes", "gpu_total_bytes", "gpu_devices", "gpu_str", "rss_after_bytes")}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)
+    gpu_fields = ("cuda_peak_allocated_bytes", "cuda_allocated_after_bytes", "gpu_used_before_bytes",
+                  "gpu_used_after_bytes", "gpu_total_bytes")
+    assert {k: rec[k] for k in gpu_fields} == dict.fromkeys(gpu_fields)
+    assert rec["gpu_devices"] == [] and rec["gpu_str"] == "-"
+    assert rec["rss_after_bytes"] > 4 * MiB  # the process probe still measured the step
 
 
 def test_step_needs_a_name(telemetry):

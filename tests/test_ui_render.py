@@ -16,9 +16,10 @@ from cache_trees import build_cache
 from mimir.app import MimirApp
 from mimir.cache import plan_cleanup, scan_cache
 from mimir.config import settings_from_dict
-from mimir.errors import BudgetExceededError, GenerationError
-from mimir.runtime.manager import ModelEvent
-from mimir.telemetry.records import StepRecord
+from mimir.errors import BudgetExceededError, GenerationError, InvalidInputError
+from mimir.core.events import ModelEvent
+from mimir.core.records import StepRecord
+from mimir.tutor.summary import status_line, turn_status_line
 from mimir.ui import render
 
 MiB = 1024 * 1024
@@ -46,10 +47,10 @@ def step(name: str, *, turn: str | None = "t1", session: str | None = "s1", rss_
 
 
 def test_status_line_names_time_tokens_segments_and_peak():
-    line = render.status_line(wall_s=12.34, tokens_in=300, tokens_out=24,
+    line = status_line(wall_s=12.34, tokens_in=300, tokens_out=24,
                               flags=("GENERAL_FORMATTING", "LATEX_FORMATTING"), peak_rss_bytes=3 * MiB // 2)
     assert line == "12.3s · 300 tokens in, 24 out · segments: GENERAL_FORMATTING, LATEX_FORMATTING · peak RSS 1.5MiB"
-    bare = render.status_line(wall_s=None, tokens_in=None, tokens_out=None, flags=(), peak_rss_bytes=None,
+    bare = status_line(wall_s=None, tokens_in=None, tokens_out=None, flags=(), peak_rss_bytes=None,
                               cuda_peak_bytes=2 * MiB)
     assert bare == "time - · - tokens in, - out · segments: none · peak RSS - · CUDA peak 2.0MiB"
 
@@ -57,9 +58,9 @@ def test_status_line_names_time_tokens_segments_and_peak():
 def test_a_real_turn_renders_its_status_and_steps():
     with scripted_app() as app:
         result = app.tutor.run_turn("Can you explain summation in calculus?")
-        line = render.turn_status_line(result)
+        line = turn_status_line(result)
         assert f"{result.telemetry.tokens_out} out" in line and "LATEX_FORMATTING" in line
-        assert f"peak RSS {result.telemetry.peak_rss_str}" in line
+        assert line.endswith(f"peak RSS {result.telemetry.peak_rss_bytes / MiB:.1f}MiB")
         table = render.steps_table(result.telemetry.steps)
         assert table.headers == render.STEP_HEADERS
         assert table.column("step") == [s.name for s in result.telemetry.steps]
@@ -114,8 +115,13 @@ def test_session_choices_are_newest_first_with_turn_counts():
 
 def test_error_markdown_is_readable_and_escaped():
     err = BudgetExceededError("big", 4 * 1024**3, 1024**3)
-    assert render.error_markdown(err) == f"**Error:** {render.escape_markdown(str(err))}"
+    assert render.error_markdown(err) == f"**Error:** {err}"  # nothing in it to escape
     assert "4.0GiB" in render.error_markdown(err)
+    marked = InvalidInputError("model <b>x</b> has *stars*, `ticks`, a_b, [link](u) and $x$ | #1 \\")
+    assert render.error_markdown(marked) == (
+        "**Error:** model \\<b\\>x\\</b\\> has \\*stars\\*, \\`ticks\\`, a\\_b, \\[link\\](u) and "
+        "\\$x\\$ \\| \\#1 \\\\"
+    )
     other = render.error_markdown(KeyError("x"))
     assert other.startswith("**Internal error:** KeyError") and "server keeps running" in other
 
@@ -203,8 +209,8 @@ def test_resident_table_and_budget_line_from_a_real_manager():
     later = render.resident_table(idle, now_s=r.last_used + 42)
     assert later.column("in use") == ["no"] and later.column("idle for") == ["42s"]
     line = render.budget_markdown(idle, ram_setting="1GiB", rss_now_bytes=300 * MiB)
-    pct = round(100 * r.charged_bytes / (1024 * MiB))
-    assert line.startswith(f"**RAM budget** 1.0GiB (`1GiB`): models charge {render.format_bytes(r.charged_bytes)} ({pct}%)")
+    assert r.charged_bytes == 64 * MiB  # the estimate: larger than the 8 MiB it allocates
+    assert line.startswith("**RAM budget** 1.0GiB (`1GiB`): models charge 64.0MiB (6%)")
     assert "process RSS now 300.0MiB" in line and "no load in progress" in line
     assert render.idle_models(idle) == ["default"] and render.idle_models(leased) == []
 
@@ -234,6 +240,15 @@ def test_models_table_and_counters():
 # -- cache -------------------------------------------------------------------------------
 
 
+def human_size(n: int) -> str:
+    """Sizes as the page should show them, written out here rather than taken from mimir."""
+    if n < 1024:
+        return f"{n}B"
+    if n < 1024**2:
+        return f"{n / 1024:.1f}KiB"
+    return f"{n / 1024**2:.1f}MiB"
+
+
 @pytest.fixture
 def cache_report(tmp_path):
     tree = build_cache(tmp_path / "cache-base")
@@ -249,9 +264,9 @@ def test_cache_table_totals_and_warnings(cache_report):
     assert by_repo["model/org/alpha"]["used by"].startswith("alpha (tool_decision, routing, thinking, response)@bbbbbbbb")
     assert by_repo["model/org/beta"]["used by"] == "unreferenced"
     assert by_repo["model/org/alpha"]["revisions"] == "bbbbbbbb (main), aaaaaaaa"
-    assert by_repo["model/org/alpha"]["size"] == report.repo("org/alpha").size_on_disk_str
+    assert by_repo["model/org/alpha"]["size"] == human_size(report.repo("org/alpha").size_on_disk_bytes)
     totals = render.cache_totals_markdown(report)
-    assert f"**{report.repos_count} repo(s), {report.size_on_disk_str}**" in totals
+    assert f"**{report.repos_count} repo(s), {human_size(report.size_on_disk_bytes)}**" in totals
     assert "1 referenced" in totals and f"{len(report.warnings)} warning(s)" in totals
     warnings = render.cache_warnings_table(report)
     kinds = set(warnings.column("kind"))
@@ -271,11 +286,11 @@ def test_plan_is_shown_before_execution_and_the_result_after(cache_report):
     assert items["model/org/gamma"] == "repo"  # its partial download goes with it
     assert any(what == "refused" for what in table.column("what"))  # org/linked leaves the cache
     text = render.plan_markdown(plan)
-    assert f"free **{plan.expected_freed_str}** ({plan.expected_freed_bytes} bytes)" in text
+    assert f"free **{human_size(plan.expected_freed_bytes)}** ({plan.expected_freed_bytes} bytes)" in text
     assert tree.repo("org/beta").is_dir()  # a plan deletes nothing
     result = plan.execute()
     done = render.cleanup_result_markdown(result)
-    assert done.startswith(f"**Freed {result.freed_str}** ({result.freed_bytes} bytes; planned {plan.expected_freed_bytes} bytes)")
+    assert done.startswith(f"**Freed {human_size(result.freed_bytes)}** ({result.freed_bytes} bytes; planned {plan.expected_freed_bytes} bytes)")
     assert result.freed_bytes > 0 and not tree.repo("org/beta").exists()
     assert f"{len(result.deleted)} path(s) deleted." in done and len(result.deleted) == 3
 

@@ -48,7 +48,8 @@ from typing import Any
 from mimir.auth.options import AuthOptions, parse_auth_options
 from mimir.errors import ConfigError
 from mimir.models.spec import BUNDLED_PACKAGE_RESOURCE, ModelSource, ModelSpec
-from mimir.units import format_bytes, parse_duration, parse_size
+from mimir.ops_options import parse_ops_options
+from mimir.units import parse_duration, parse_size
 
 #: Agent roles, in pipeline order. Each names the model id that serves it.
 ROLES: tuple[str, ...] = ("tool_decision", "routing", "thinking", "response")
@@ -87,10 +88,6 @@ class Budget:
     #: The setting as written (``"auto"``, ``"60%"``, ``"1.5GiB"``), for display.
     ram_setting: str = "auto"
 
-    @property
-    def ram_str(self) -> str:
-        return format_bytes(self.ram_bytes)
-
 
 @dataclass(frozen=True)
 class TutorSettings:
@@ -108,6 +105,11 @@ class TutorSettings:
     history_turns: int = 3
     #: A folder whose files override the shipped prompt segments of the same name.
     prompts_dir: Path | None = None
+    #: The sympy math engine (``math_check`` step, answer checking, practice keys, claim
+    #: checks); its worker process gets ``math_timeout_s`` per call and ``math_memory_mb``.
+    math_check: bool = True
+    math_timeout_s: float = 2.0
+    math_memory_mb: int = 512
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ class StorageSettings:
     pool_size: int = 5
     #: This instance's name, stored with each turn (default: the host name).
     instance: str | None = None
+    #: A password that came inside ``MIMIR_DATABASE_URL`` (taken out of ``url``; never shown).
+    url_password: str | None = field(default=None, repr=False)
     #: Telemetry older than this is deleted (at start, then hourly while serving); None: kept.
     telemetry_retention_s: float | None = None
 
@@ -158,7 +162,7 @@ class Settings:
     tutor: TutorSettings = field(default_factory=TutorSettings)
     telemetry: Mapping[str, Any] = field(default_factory=dict)
     #: The ``[server]`` table as written; each part of the server parses its own keys
-    #: (metrics and health: :func:`mimir.ops.options.parse_ops_options`).
+    #: (metrics and health: :func:`mimir.ops_options.parse_ops_options`).
     server: Mapping[str, Any] = field(default_factory=dict)
     #: ``[server]`` auth keys, parsed (:func:`mimir.auth.options.parse_auth_options`).
     auth: AuthOptions = field(default_factory=AuthOptions)
@@ -254,8 +258,6 @@ def settings_from_dict(data: Mapping[str, Any], *, env: Mapping[str, str] | None
     tutor = _parse_tutor(_table(data, "tutor", src), src, source)
     telemetry = _table(data, "telemetry", src)
     server = _table(data, "server", src)
-    from mimir.ops.options import parse_ops_options
-
     parse_ops_options(server, src)  # its keys fail at load time, like every other key
     auth = parse_auth_options(server, src)
     storage = _parse_storage(_table(data, "storage", src), env, src)
@@ -323,6 +325,15 @@ def _parse_storage(raw: Mapping[str, Any], env: Mapping[str, str], src: str | No
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         if scheme not in ("postgresql", "postgres", "sqlite", ""):
             raise ConfigError("storage.url", f"unknown scheme '{scheme}'; use postgresql://", source=src)
+    url_password = None
+    if url is not None and "://" in url and not url.lower().startswith("sqlite"):
+        # Keep the password out of the settings' URL, so printing settings never shows it.
+        from mimir.storage.url import strip_password
+
+        try:
+            url, url_password = strip_password(url)
+        except ValueError:
+            raise ConfigError("storage.url", "is not a valid URL", source=src) from None
     pw_file = env.get("MIMIR_DATABASE_PASSWORD_FILE") or raw.get("password_file")
     if pw_file is not None and (not isinstance(pw_file, str) or not pw_file):
         raise ConfigError("storage.password_file", "must be a file path", source=src)
@@ -338,6 +349,7 @@ def _parse_storage(raw: Mapping[str, Any], env: Mapping[str, str], src: str | No
         pool_size=pool_size,
         instance=instance.strip() if instance else None,
         telemetry_retention_s=_parse_retention(raw.get("telemetry_retention", "off"), src),
+        url_password=url_password,
     )
 
 
@@ -472,7 +484,7 @@ def _parse_gpu_budget(raw: Any, src: str | None) -> int | None:
     if raw is None:
         return None
     if isinstance(raw, str) and raw.strip().lower() == "auto":
-        from mimir.telemetry.gpu import total_gpu_bytes
+        from mimir.core.gpu import total_gpu_bytes
 
         total = total_gpu_bytes()
         return int(total * AUTO_GPU_FRACTION) if total else None
@@ -504,6 +516,9 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
         "temperature",
         "history_turns",
         "prompts_dir",
+        "math_check",
+        "math_timeout_s",
+        "math_memory_mb",
     }
     _check_keys(raw, valid, "tutor", src)
     defaults = TutorSettings()
@@ -530,6 +545,12 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
     temperature = raw.get("temperature", defaults.temperature)
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
         raise ConfigError("tutor.temperature", "must be a number between 0 and 2", source=src)
+    math_check = raw.get("math_check", defaults.math_check)
+    if not isinstance(math_check, bool):
+        raise ConfigError("tutor.math_check", "must be true or false", source=src)
+    math_timeout = raw.get("math_timeout_s", defaults.math_timeout_s)
+    if not isinstance(math_timeout, (int, float)) or isinstance(math_timeout, bool) or not 0 < math_timeout <= 60:
+        raise ConfigError("tutor.math_timeout_s", "must be a number of seconds between 0 and 60", source=src)
     prompts_dir = raw.get("prompts_dir")
     if prompts_dir is not None:
         if not isinstance(prompts_dir, str):
@@ -547,6 +568,9 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
         temperature=float(temperature),
         history_turns=_int("history_turns", defaults.history_turns, 0),
         prompts_dir=prompts_dir,
+        math_check=math_check,
+        math_timeout_s=float(math_timeout),
+        math_memory_mb=_int("math_memory_mb", defaults.math_memory_mb, 64),
     )
 
 

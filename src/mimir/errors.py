@@ -129,17 +129,21 @@ class BudgetExceededError(MimirError):
         *,
         device: str = "ram",
         blocked_by: Iterable[str] = (),
+        detail: str = "",
     ):
         self.model_id = model_id
         self.estimate_bytes = estimate_bytes
         self.budget_bytes = budget_bytes
         self.device = device
         self.blocked_by = sorted(blocked_by)
+        self.detail = detail
         if self.blocked_by:
             why = (
                 f"the models in use or pinned ({', '.join(self.blocked_by)}) leave too little room "
                 f"in the {_fmt_bytes(budget_bytes)} {device} budget"
             )
+            if detail:
+                why += f"; {detail}"
         else:
             why = f"it does not fit the {_fmt_bytes(budget_bytes)} {device} budget even alone"
         super().__init__(
@@ -171,20 +175,6 @@ class GenerationError(MimirError):
         self.model_id = model_id
         self.cause = cause
         super().__init__(f"model '{model_id}' failed while generating: {cause}")
-
-
-class GenerationCancelledError(MimirError):
-    """The caller cancelled a generation (a client went away, Ctrl-C): it stopped within one
-    token and the model's lease was released."""
-
-    exit_code = 130
-    http_status = 499
-    kind = "cancelled"
-
-    def __init__(self, model_id: str, tokens_out: int):
-        self.model_id = model_id
-        self.tokens_out = tokens_out
-        super().__init__(f"generation on model '{model_id}' was cancelled after {tokens_out} token(s)")
 
 
 class InvalidInputError(MimirError):
@@ -379,3 +369,12 @@ class TurnCancelledError(MimirError):
     def __init__(self, reason: str = "the client disconnected"):
         self.reason = reason
         super().__init__(f"the turn was stopped: {reason}")
+
+
+class HubError(MimirError):
+    """The Hugging Face Hub could not give what was asked (a missing repo, revision or file,
+    no network), or a download did not match its checksum."""
+
+    exit_code = 11
+    http_status = 502
+    kind = "hub_error"

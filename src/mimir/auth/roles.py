@@ -27,6 +27,7 @@ PERMISSIONS: dict[str, str] = {
     "prune_cache": "admin",
     "view_models": "admin",
     "unload_model": "admin",
+    "pull_model": "admin",
     "manage_users": "admin",
 }
 _ACTION_TEXT = {
@@ -37,6 +38,7 @@ _ACTION_TEXT = {
     "prune_cache": "pruning the model cache",
     "view_models": "the Models tab",
     "unload_model": "unloading a model",
+    "pull_model": "pulling a model from the Hub",
     "manage_users": "managing users",
 }
 

@@ -31,16 +31,16 @@ import html
 import ipaddress
 import json
 import logging
-from http.cookies import SimpleCookie
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from mimir.auth.roles import LOCAL_ADMIN, Principal
 from mimir.auth.throttle import LoginThrottle
 from mimir.errors import AuthenticationError, MimirError, TooManyAttemptsError
 
-if TYPE_CHECKING:
-    from mimir.app import MimirApp
+#: What the guard is given: a ``mimir.app.MimirApp`` (it reads ``settings.auth`` and
+#: ``accounts``). Not typed by import: ``auth`` sits below the app (``docs/architecture.md``).
+AppLike = Any
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def login_page(next_path: str = "/", error: str | None = None) -> bytes:
 class AccessGuard:
     """ASGI middleware: Host, Origin and sign-in checks for the whole server (see module doc)."""
 
-    def __init__(self, app, mimir_app: MimirApp, *, throttle: LoginThrottle | None = None):
+    def __init__(self, app, mimir_app: AppLike, *, throttle: LoginThrottle | None = None):
         self.app = app
         self.mimir = mimir_app
         self.options = mimir_app.settings.auth
@@ -362,16 +362,16 @@ def _headers(scope) -> dict[str, str]:
 
 
 def _cookie(headers: dict[str, str], name: str) -> str | None:
+    """The value of cookie ``name``. Parsed by hand: ``http.cookies`` gives up on the whole
+    header at the first cookie it dislikes, and other apps on the same host set cookies too."""
     raw = headers.get("cookie")
-    if not raw or len(raw) > 8192:
+    if not raw or len(raw) > 16384:
         return None
-    jar = SimpleCookie()
-    try:
-        jar.load(raw)
-    except Exception:  # a malformed Cookie header is no sign-in
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel else None
+    for part in raw.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip().strip('"') or None
+    return None
 
 
 def _set_cookie(scope, value: str, max_age: int) -> str:
@@ -396,7 +396,7 @@ async def _read_body(receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def install_guard(server, mimir_app: MimirApp) -> None:
+def install_guard(server, mimir_app: AppLike) -> None:
     """Put the guard in front of a FastAPI/Starlette app (outermost middleware), once: every
     door that adds Mimir routes calls this, so no app serves them unguarded."""
     if getattr(server.state, "mimir_guard", False):

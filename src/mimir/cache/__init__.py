@@ -26,7 +26,8 @@ from mimir.cache.report import (
     RepoEntry,
     RevisionEntry,
 )
-from mimir.cache.scan import resolve_cache_dir, scan_cache
+from mimir.cache.scan import scan_cache
+from mimir.core.hub_cache import resolve_cache_dir
 
 __all__ = [
     "CacheReport",

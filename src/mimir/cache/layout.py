@@ -12,12 +12,9 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-_TYPE_PREFIX = {"model": "models", "dataset": "datasets", "space": "spaces"}
+from mimir.core.hub_cache import repo_folder
 
-
-def repo_folder(cache_dir: str | os.PathLike, repo_id: str, repo_type: str = "model") -> Path:
-    """``models--org--name`` under ``cache_dir``."""
-    return Path(cache_dir) / f"{_TYPE_PREFIX[repo_type]}--{repo_id.replace('/', '--')}"
+__all__ = ["repo_folder", "write_revision"]
 
 
 def write_revision(

@@ -36,6 +36,7 @@ from mimir.cache.report import (
     RevisionEntry,
 )
 from mimir.cache.references import mark_references
+from mimir.core.hub_cache import resolve_cache_dir
 from mimir.errors import InvalidInputError, MissingExtraError
 
 if TYPE_CHECKING:
@@ -46,23 +47,6 @@ _IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", ".locks", "CACHEDIR.T
 _SHARED_STORE_MARKER = ".huggingface-shared-blobs"
 
 # -- scanning ------------------------------------------------------------------------------
-
-
-def resolve_cache_dir(cache_dir: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """Where the hub cache is: ``cache_dir``, else ``HF_HUB_CACHE`` (or the older
-    ``HUGGINGFACE_HUB_CACHE``), else ``$HF_HOME/hub``, else
-    ``$XDG_CACHE_HOME/huggingface/hub`` (``~/.cache/huggingface/hub``): the rules of
-    ``huggingface_hub.constants``, read now rather than when that module was imported.
-    """
-    env = os.environ if env is None else env
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if env.get(var):
-            return Path(os.path.expandvars(env[var])).expanduser()
-    if env.get("HF_HOME"):
-        return Path(os.path.expandvars(env["HF_HOME"])).expanduser() / "hub"
-    return Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "huggingface" / "hub"
 
 
 def scan_cache(

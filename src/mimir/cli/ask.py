@@ -12,9 +12,9 @@ from rich.markup import escape
 
 from mimir.cli.context import state
 from mimir.errors import InvalidInputError
-from mimir.telemetry.records import turn_json
+from mimir.core.records import turn_json
 from mimir.tutor.pipeline import TurnResult
-from mimir.ui.render import turn_status_line
+from mimir.tutor.summary import turn_status_line
 
 _err = Console(stderr=True, highlight=False)
 

@@ -6,6 +6,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from mimir.errors import MimirError
 
@@ -15,7 +16,8 @@ _stderr = Console(stderr=True, highlight=False)
 def report(exc: BaseException) -> int:
     """Print ``exc`` for a person and return the exit code."""
     if isinstance(exc, MimirError):
-        _stderr.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        # The message is text, never markup: "pip install 'mimir-tutor[ui]'" keeps its "[ui]".
+        _stderr.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         return exc.exit_code
     if isinstance(exc, click.exceptions.Exit):
         return exc.exit_code

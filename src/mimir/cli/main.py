@@ -16,6 +16,7 @@ from mimir.cli import db as db_cmd
 from mimir.cli import eval_cmd
 from mimir.cli import memory as memory_cmd
 from mimir.cli import models as models_cmd
+from mimir.cli import pull as pull_cmd
 from mimir.cli import serve as serve_cmd
 from mimir.cli import sessions as sessions_cmd
 from mimir.cli import users as users_cmd
@@ -46,7 +47,8 @@ def _root(
     ctx.obj = CliState(config=config, verbose=verbose)
 
 
-app.command("models")(models_cmd.models)
+app.add_typer(models_cmd.models_app, name="models")
+app.command("pull")(pull_cmd.pull)
 app.command("ask")(ask_cmd.ask)
 app.command("chat")(chat_cmd.chat)
 app.add_typer(sessions_cmd.sessions_app, name="sessions")

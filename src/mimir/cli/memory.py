@@ -15,35 +15,11 @@ from rich.table import Table
 from mimir.cli.context import state
 from mimir.errors import NotFoundError
 from mimir.storage.telemetry_store import TelemetryStore
-from mimir.telemetry.records import StepRecord
+from mimir.core.records import STEP_CSV_COLUMNS, StepRecord
 
-#: Columns of ``--csv``, in order (events joined with "; ").
-CSV_COLUMNS: tuple[str, ...] = (
-    "session_id",
-    "turn_id",
-    "seq",
-    "name",
-    "agent",
-    "model",
-    "started_at",
-    "wall_s",
-    "tokens_in",
-    "tokens_out",
-    "tokens_evaluated",
-    "rss_before_bytes",
-    "rss_after_bytes",
-    "rss_peak_bytes",
-    "rss_delta_bytes",
-    "system_available_bytes",
-    "cuda_allocated_after_bytes",
-    "cuda_reserved_after_bytes",
-    "cuda_peak_allocated_bytes",
-    "gpu_used_after_bytes",
-    "gpu_total_bytes",
-    "events",
-    "error",
-    "instance",
-)
+#: Columns of ``--csv``, in order (events joined with "; "): the step record's, then the
+#: instance that stored the step.
+CSV_COLUMNS: tuple[str, ...] = STEP_CSV_COLUMNS + ("instance",)
 
 
 def memory(

@@ -37,6 +37,16 @@ class GenerationParams:
     #: oldest non-system messages (then truncates the last one, with a notice);
     #: ``"error"`` raises :class:`~mimir.errors.ContextOverflowError`.
     overflow: Literal["trim", "error"] = "trim"
+    #: Repetition controls (llama.cpp semantics). ``repeat_penalty`` divides the logits of
+    #: tokens seen in the last 64 tokens (1.0 = off); ``presence_penalty``
+    #: and ``frequency_penalty`` subtract a flat and a per-occurrence amount (0.0 = off);
+    #: ``dry_multiplier`` turns on DRY (penalises continuing a sequence that already
+    #: occurred) in engines that have it (0.0 = off). The tutor's defaults were tuned on the
+    #: bundled model (docs/math.md); backends without a control ignore it.
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    dry_multiplier: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,8 @@ class GenerationStream:
     ``tokens_in`` is known before the first piece arrives (the prompt is counted up front);
     a backend that reports the exact count replaces it in ``completion``. ``close()`` stops
     the generation early (the backend frees its slot); the completion then has the text so
-    far and ``finish_reason == "cancelled"``.
+    far and ``finish_reason == "cancelled"``. ``messages`` are the ones the model was given:
+    what the context guard kept, a cut message ending with its notice.
     """
 
     model_id: str
@@ -94,6 +105,7 @@ class GenerationStream:
     dropped_messages: int
     truncated_input: bool
     _deltas: Iterator[Delta]
+    messages: list[ChatMessage] = field(default_factory=list)
     _pieces: list[str] = field(default_factory=list)
     _finish_reason: str | None = None
     _done: bool = False
@@ -114,7 +126,8 @@ class GenerationStream:
         self._done = True
 
     def close(self) -> None:
-        """Stop generating now (idempotent); the backend releases what the generation held."""
+        """Stop generating now (idempotent): the backend's generator is closed, releasing its
+        locks or its slot; the completion keeps the text so far, finish reason ``cancelled``."""
         if not self._done:
             close = getattr(self._deltas, "close", None)
             if close is not None:
@@ -212,6 +225,7 @@ class LoadedModel(ABC):
             dropped_messages=fitted.dropped,
             truncated_input=fitted.truncated,
             _deltas=self._generate(fitted.messages, params),
+            messages=list(fitted.messages),
         )
 
     def chat(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None) -> Completion:
@@ -231,13 +245,6 @@ class LoadedModel(ABC):
             else:
                 hi = mid - 1
         return text[:lo]
-
-
-def log_softmax_pick(logits: Sequence[float], index: int) -> float:
-    """log p(index) from raw logits, numerically stable."""
-    top = max(logits)
-    total = sum(math.exp(x - top) for x in logits)
-    return logits[index] - top - math.log(total)
 
 
 #: A choice absent from the top log-probabilities scores this many nats below the least

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mimir.core.hub_cache import repo_folder, resolve_cache_dir
 from mimir.errors import ConfigError, MissingExtraError, ModelLoadError
 from mimir.models.spec import ModelSpec
 
@@ -104,8 +105,6 @@ def hub_offline(env: dict[str, str] | None = None) -> bool:
 
 def hf_cache_dir(env: dict[str, str] | None = None) -> Path:
     """The hub cache folder, by the same rules as the cache inspector, read now."""
-    from mimir.cache.scan import resolve_cache_dir
-
     return resolve_cache_dir(env=env)
 
 
@@ -162,8 +161,6 @@ def resolve_model_dir(spec: ModelSpec, *, may_download: bool = True) -> ModelDir
 
 
 def _cached_snapshot(spec: ModelSpec, repo_id: str, revision: str) -> ModelDir:
-    from mimir.cache.layout import repo_folder
-
     cache = hf_cache_dir()
     described = f"hf:{repo_id}@{revision}"
     folder = repo_folder(cache, repo_id)

@@ -38,7 +38,7 @@ class _StateCollector:
     def collect(self) -> Iterator:
         from prometheus_client.core import GaugeMetricFamily
 
-        from mimir.telemetry.gpu import gpu_memory
+        from mimir.core.gpu import gpu_memory
 
         status = self._app.manager.status()
         resident = GaugeMetricFamily(
@@ -85,8 +85,10 @@ class ServerMetrics:
 
     def __init__(self, app: MimirApp, *, queue_depth: Callable[[], int | None] = no_queue):
         pc = prometheus()
+        # No ``*_created`` series: they double the exposition, and Prometheus needs none of them.
+        pc.disable_created_metrics()
         self.registry = pc.CollectorRegistry(auto_describe=False)
-        self.sink = MetricsSink(self.registry)
+        self.sink = MetricsSink(self.registry, models=app.settings.models)
         self.requests = pc.Counter(
             "mimir_requests", "HTTP requests by route (the route's template, never the raw path) and status code.",
             ["route", "code"], registry=self.registry,

@@ -16,6 +16,9 @@ Rules it keeps:
   memory is spent; a model that cannot fit even alone raises ``BudgetExceededError``;
 - **eviction**: idle (not in use, not pinned) models go least-recently-used first until the
   new model fits; models in use are waited for (up to ``load_timeout_s``), never evicted;
+  when every lease in the way belongs to threads that wait for memory themselves (A holds a
+  and wants d while B holds c and wants e), the thread that closes that circle fails at once
+  instead of everyone waiting out the timeout; its leases end and the others go on;
 - **no fallback**: a failed load raises ``ModelLoadError`` naming the source and the cause;
 - **out of memory**: a ``DeviceOutOfMemoryError`` during a load evicts the idle models on
   that device and retries once, then fails with a ``ModelLoadError`` that says so;
@@ -55,8 +58,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from mimir.core.events import EventKind, ModelEvent
+from mimir.core.memory import release_freed_memory
 from mimir.errors import (
     BudgetExceededError,
     DeviceOutOfMemoryError,
@@ -78,16 +83,13 @@ from mimir.runtime.policy import (
     next_expiry,
     pick_victims,
 )
-from mimir.runtime.probe import process_footprint, release_freed_memory
+from mimir.runtime.probe import process_footprint
 from mimir.units import format_bytes
 
 if TYPE_CHECKING:
     from mimir.config import Settings
 
 log = logging.getLogger(__name__)
-
-EventKind = Literal["load", "load_failed", "evict", "unload"]
-
 
 class ModelState(str, enum.Enum):
     """Where a model is in its life; see the module docstring for the transitions."""
@@ -96,20 +98,6 @@ class ModelState(str, enum.Enum):
     READY = "ready"
     CLOSING = "closing"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class ModelEvent:
-    """Something the manager did to a model. ``measured_bytes`` is the RSS (or CUDA) delta."""
-
-    kind: EventKind
-    model_id: str
-    reason: str
-    estimate_bytes: int
-    measured_bytes: int | None = None
-    wall_s: float | None = None
-    device: str = "ram"
-    at: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
@@ -183,10 +171,28 @@ class _LoadTicket:
     error: BaseException | None = None
 
 
+class _ManagerCondition(threading.Condition):
+    """The manager's condition, plus who is waiting for memory.
+
+    ``memory_waiters`` maps each thread that found no room and is waiting for leases to end
+    to its deadline. Every ``notify_all`` clears it: a woken thread is no longer known to be
+    stuck until it has looked at the new state and found no room again.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.memory_waiters: dict[int, float] = {}
+
+    def notify_all(self) -> None:
+        self.memory_waiters.clear()
+        super().notify_all()
+
+
 def _footprint(estimate: MemoryEstimate) -> Footprint:
+    """What admitting a load needs free: the estimate, or the load's own peak if higher."""
     if estimate.device == "gpu":
-        return Footprint(gpu_bytes=estimate.total_bytes)
-    return Footprint(ram_bytes=estimate.total_bytes)
+        return Footprint(gpu_bytes=estimate.admission_bytes)
+    return Footprint(ram_bytes=estimate.admission_bytes)
 
 
 class ModelManager:
@@ -214,8 +220,8 @@ class ModelManager:
         self._subscribers: list[Callable[[ModelEvent], None]] = []
         self._subscribers_lock = threading.Lock()
 
-        self._cond = threading.Condition()
-        # -- protected by _cond ---------------------------------------------------------
+        self._cond = _ManagerCondition()
+        # -- protected by _cond (and _cond.memory_waiters) --------------------------------
         self._resident: dict[str, _Entry] = {}
         self._closing: dict[str, _Entry] = {}
         self._loading: _LoadTicket | None = None
@@ -473,9 +479,17 @@ class ModelManager:
                     return entry
                 ticket = self._loading
                 if ticket is not None:
-                    # One load at a time. If it is our model, its outcome is ours too.
+                    # One load at a time. If it is our model, its outcome is ours too. The
+                    # wait is bounded by load_timeout like every other wait for memory.
                     while not ticket.done:
-                        self._wait_locked(deadline, model_id, f"the load of '{ticket.model_id}'")
+                        remaining = deadline - self._clock()
+                        if remaining <= 0:
+                            raise ModelLoadError(
+                                model_id, spec.source.describe(),
+                                f"waited {self._load_timeout_s:g} s (load_timeout) for the load of "
+                                f"'{ticket.model_id}' by another request to finish",
+                            )
+                        self._cond.wait(remaining)
                     if ticket.model_id == model_id and ticket.error is not None:
                         raise ticket.error
                     continue
@@ -493,28 +507,47 @@ class ModelManager:
                 if not fits_alone(need, self._limits):
                     device = exceeded_device(need, Footprint(), self._limits)
                     budget = self._limits.ram_bytes if device == "ram" else self._limits.gpu_bytes
-                    raise BudgetExceededError(model_id, estimate.total_bytes, budget or 0, device=device)
+                    raise BudgetExceededError(model_id, estimate.admission_bytes, budget or 0, device=device)
                 victims = pick_victims(need, self._candidates_locked(), self._limits)
                 if victims is None:
                     busy = {mid: e for mid, e in self._resident.items() if e.in_use or e.spec.pinned}
-                    remaining = deadline - self._clock()
-                    only_mine = all(set(e.holders) <= {me} for e in busy.values() if e.in_use)
+                    now = self._clock()
+                    remaining = deadline - now
+                    holders = {h for e in busy.values() if e.in_use for h in e.holders}
+                    only_mine = holders <= {me}
                     no_leases = not any(e.in_use for e in busy.values())
                     if self._closing and remaining > 0:  # memory is on its way back
                         self._cond.wait(remaining)
                         continue
-                    if remaining <= 0 or only_mine or no_leases:
+                    # Threads that hold leases but are themselves waiting for memory (and
+                    # will go on waiting): if every other holder is one, nobody will release
+                    # anything before a timeout, so the last thread to join the wait fails now
+                    # and its leases end, which lets the others go on.
+                    waiters = self._cond.memory_waiters
+                    crossed = not only_mine and all(h == me or waiters.get(h, now) > now for h in holders)
+                    if remaining <= 0 or only_mine or no_leases or crossed:
                         # Waiting cannot help: the blockers are pinned, or leased by this
-                        # very thread, or we ran out of time.
+                        # very thread or by threads waiting for memory too, or we ran out of time.
                         resident = Footprint()
                         for c in self._candidates_locked():
                             resident = resident + c.footprint
                         device = exceeded_device(need, resident, self._limits)
                         budget = self._limits.ram_bytes if device == "ram" else self._limits.gpu_bytes
+                        if crossed:
+                            detail = "their holders are waiting for memory themselves, so waiting cannot help"
+                        elif remaining <= 0 and not (only_mine or no_leases):
+                            detail = f"waited {self._load_timeout_s:g}s for them (budget.load_timeout)"
+                        else:
+                            detail = ""
                         raise BudgetExceededError(
-                            model_id, estimate.total_bytes, budget or 0, device=device, blocked_by=busy
+                            model_id, estimate.admission_bytes, budget or 0, device=device, blocked_by=busy,
+                            detail=detail,
                         )
-                    self._cond.wait(remaining)
+                    waiters[me] = deadline
+                    try:
+                        self._cond.wait(remaining)
+                    finally:
+                        waiters.pop(me, None)
                     continue
                 evicted = [(v, self._resident[v]) for v in victims]
                 for v in victims:

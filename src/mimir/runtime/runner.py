@@ -20,8 +20,9 @@ open a :meth:`Runner.session` for several calls under one lease). The runner own
   (:func:`~mimir.models.context.fit_messages`); the runner logs what it dropped;
 - **cancellation**: ``cancel`` (a callable returning True, or a ``threading.Event``) is
   checked before the lease and at every token; when set, generation stops within one token,
-  the engine frees its slot, the lease is released and :class:`~mimir.errors.GenerationCancelledError`
-  is raised.
+  the engine frees its slot, the lease is released and :class:`~mimir.errors.TurnCancelledError`
+  is raised. ``cancel`` may also raise its own error to stop (a turn's
+  :meth:`~mimir.runtime.admission.TurnControl.check`: cancelled, or past its deadline).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from mimir.errors import DeviceOutOfMemoryError, GenerationCancelledError
+from mimir.errors import DeviceOutOfMemoryError, TurnCancelledError
 from mimir.models.base import ChatMessage, ChoiceScores, Completion, GenerationParams, LoadedModel
 from mimir.runtime.manager import ModelManager
 
@@ -115,13 +116,15 @@ class RunnerSession:
 
     def _stream(self, messages, params, on_token, cancel, delivered: list[int]) -> Completion:
         if _cancelled(cancel):
-            raise GenerationCancelledError(self.model_id, 0)
+            raise TurnCancelledError(f"generation on model '{self.model_id}' was cancelled before it started")
         stream = self.model.stream(messages, params)
         try:
             for piece in stream:
                 if _cancelled(cancel):
                     stream.close()
-                    raise GenerationCancelledError(self.model_id, delivered[0])
+                    raise TurnCancelledError(
+                        f"generation on model '{self.model_id}' was cancelled after {delivered[0]} token(s)"
+                    )
                 delivered[0] += 1
                 if on_token is not None:
                     on_token(piece)
@@ -160,7 +163,7 @@ class Runner:
         if step is not None:
             step.set_model(model_id)
         if _cancelled(cancel):
-            raise GenerationCancelledError(model_id, 0)
+            raise TurnCancelledError(f"generation on model '{model_id}' was cancelled before it started")
 
         def load_starting(estimate) -> None:
             if on_load is not None:

@@ -16,9 +16,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mimir.errors import NotFoundError
 from mimir.redact import redact_secrets
@@ -223,6 +224,46 @@ class ConversationStore:
             params = (session_id, limit)
         return [_turn(r) for r in reversed(self.db.read(sql, params))]
 
+    # -- math records (answer keys, hints, verdicts) ---------------------------------------
+    def add_math(self, turn_id: str, session_id: str, record: Mapping[str, Any]) -> None:
+        """Store what the math engine found in a turn (see ``tutor.mathstep.MathNotes.record``).
+
+        Retried with backoff if the server connection drops; a retry that meets its own row
+        (the first commit landed) counts as stored."""
+        values = (
+            turn_id, session_id, time.time(), record.get("skill"), record.get("source"), record.get("question"),
+            json.dumps(record["key"]) if record.get("key") is not None else None,
+            int(record.get("hints_given") or 0), record.get("verdict"), record.get("verdict_detail"),
+            1 if record.get("open") else 0,
+        )
+        try:
+            self.db.transact(
+                lambda conn: conn.execute(
+                    "INSERT INTO turn_math (turn_id, session_id, created_at, skill, source, question, answer_key_json,"
+                    " hints_given, verdict, verdict_detail, is_open) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+            )
+        except IntegrityError:
+            if not self.db.read("SELECT 1 FROM turn_math WHERE turn_id = ? AND created_at = ?", (turn_id, values[2])):
+                raise
+
+    def get_math(self, turn_id: str) -> dict[str, Any] | None:
+        rows = self.db.read("SELECT * FROM turn_math WHERE turn_id = ?", (turn_id,))
+        return _math(rows[0]) if rows else None
+
+    def open_question(self, session_id: str) -> dict[str, Any] | None:
+        """The question still open after the session's last successful turn (a practice
+        question or a problem not yet answered right), with its key; ``None`` otherwise."""
+        rows = self.db.read(
+            "SELECT m.* FROM turn_math m JOIN turns t ON t.id = m.turn_id WHERE t.session_id = ?"
+            " AND t.seq = (SELECT MAX(seq) FROM turns WHERE session_id = ? AND status = 'ok')",
+            (session_id, session_id),
+        )
+        if not rows or not rows[0]["is_open"] or rows[0]["answer_key_json"] is None:
+            return None
+        return _math(rows[0])
+
 
 def _owner_filter(owner: str | None | object, *, first: bool = False) -> tuple[str, tuple]:
     if owner is ANY_OWNER:
@@ -276,3 +317,17 @@ def _turn(row) -> StoredTurn:
         wall_s=row["wall_s"],
         instance=row["instance_id"],
     )
+
+
+def _math(row) -> dict[str, Any]:
+    return {
+        "turn_id": row["turn_id"],
+        "skill": row["skill"],
+        "source": row["source"],
+        "question": row["question"],
+        "key": json.loads(row["answer_key_json"]) if row["answer_key_json"] else None,
+        "hints_given": row["hints_given"],
+        "verdict": row["verdict"],
+        "verdict_detail": row["verdict_detail"],
+        "open": bool(row["is_open"]),
+    }

@@ -212,6 +212,31 @@ def m004_instance_ids(conn: Connection) -> None:
 
 
 @migration
-def m005_tokens_evaluated(conn: Connection) -> None:
+def m005_turn_math(conn: Connection) -> None:
+    """What the math engine found in a turn: the question under discussion, its answer key
+    and hint ladder (JSON), hints given so far, and the verdict on the student's answer.
+    Portable SQL (TEXT/INTEGER/REAL, explicit ids) so the PostgreSQL store can run it too."""
+    conn.execute(
+        """
+        CREATE TABLE turn_math (
+            turn_id TEXT PRIMARY KEY REFERENCES turns(id) ON DELETE CASCADE,
+            session_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            skill TEXT,
+            source TEXT,
+            question TEXT,
+            answer_key_json TEXT,
+            hints_given INTEGER NOT NULL DEFAULT 0,
+            verdict TEXT,
+            verdict_detail TEXT,
+            is_open INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    conn.execute("CREATE INDEX turn_math_session ON turn_math (session_id, created_at)")
+
+
+@migration
+def m006_tokens_evaluated(conn: Connection) -> None:
     """Prompt tokens each step's engine really evaluated (the rest came from its prompt cache)."""
     conn.execute("ALTER TABLE telemetry_steps ADD COLUMN tokens_evaluated INTEGER")

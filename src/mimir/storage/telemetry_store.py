@@ -11,43 +11,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from mimir.core.events import ModelEvent
+from mimir.core.gpu import GpuMemory
+from mimir.core.records import STEP_COLUMNS, StepRecord, TurnRecord
 from mimir.redact import redact_secrets
-from mimir.runtime.manager import ModelEvent
 from mimir.storage.conversations import ANY_OWNER
 from mimir.storage.db import Connection, Database
 from mimir.storage.dialect import Row
-from mimir.telemetry.gpu import GpuMemory
-from mimir.telemetry.records import StepRecord, TurnRecord
 
-_STEP_COLUMNS = (
-    "step_id",
-    "session_id",
-    "turn_id",
-    "seq",
-    "name",
-    "agent",
-    "model",
-    "started_at",
-    "wall_s",
-    "tokens_in",
-    "tokens_out",
-    "tokens_evaluated",
-    "rss_before_bytes",
-    "rss_after_bytes",
-    "rss_peak_bytes",
-    "system_available_bytes",
-    "cuda_allocated_before_bytes",
-    "cuda_allocated_after_bytes",
-    "cuda_reserved_after_bytes",
-    "cuda_peak_allocated_bytes",
-    "gpu_used_before_bytes",
-    "gpu_used_after_bytes",
-    "gpu_total_bytes",
-    "error",
-)
 _INSERT_STEP = (
-    f"INSERT INTO telemetry_steps ({', '.join(_STEP_COLUMNS)}, gpu_devices_json, instance_id) "
-    f"VALUES ({', '.join('?' for _ in _STEP_COLUMNS)}, ?, ?)"
+    f"INSERT INTO telemetry_steps ({', '.join(STEP_COLUMNS)}, gpu_devices_json, instance_id) "
+    f"VALUES ({', '.join('?' for _ in STEP_COLUMNS)}, ?, ?)"
 )
 _INSERT_EVENT = (
     "INSERT INTO telemetry_events (step_id, seq, kind, model_id, reason, estimate_bytes, measured_bytes, wall_s, device, at) "
@@ -88,7 +62,7 @@ class TelemetryStore:
     # -- writes (each one transaction) -------------------------------------------------
     # Each is retried with backoff if the server connection drops (Database.transact).
     def save_step(self, record: StepRecord) -> None:
-        self.db.transact(lambda conn: _insert_step(conn, record, self.db.instance or None))
+        self.db.transact(lambda conn: _insert_steps(conn, (record,), self.db.instance or None))
 
     def save_turn(self, record: TurnRecord) -> None:
         """The turn and all its steps and events, in one transaction."""
@@ -110,8 +84,7 @@ class TelemetryStore:
                 self.db.instance or None,
             ),
         )
-        for step in record.steps:
-            _insert_step(conn, step, self.db.instance or None)
+        _insert_steps(conn, record.steps, self.db.instance or None)
 
     def save_event(self, event: ModelEvent, step_id: str | None = None) -> None:
         self.db.transact(lambda conn: _insert_event(conn, event, step_id, 0))
@@ -250,29 +223,36 @@ class TelemetryStore:
         return [_step(r, tuple(events[r["step_id"]])) for r in rows]
 
 
-def _insert_step(conn: Connection, record: StepRecord, instance: str | None) -> None:
-    devices = json.dumps([asdict(d) for d in record.gpu_devices]) if record.gpu_devices else None
-    values = tuple(_clean(getattr(record, c)) if c == "error" else getattr(record, c) for c in _STEP_COLUMNS)
-    conn.execute(_INSERT_STEP, (*values, devices, instance))
-    for seq, event in enumerate(record.events):
-        _insert_event(conn, event, record.step_id, seq)
+def _insert_steps(conn: Connection, records: Sequence[StepRecord], instance: str | None) -> None:
+    """Steps and their events with one ``executemany`` each (psycopg pipelines it: one round trip)."""
+    step_rows, event_rows = [], []
+    for record in records:
+        devices = json.dumps([asdict(d) for d in record.gpu_devices]) if record.gpu_devices else None
+        values = tuple(_clean(getattr(record, c)) if c == "error" else getattr(record, c) for c in STEP_COLUMNS)
+        step_rows.append((*values, devices, instance))
+        event_rows.extend(_event_row(event, record.step_id, seq) for seq, event in enumerate(record.events))
+    if step_rows:
+        conn.executemany(_INSERT_STEP, step_rows)
+    if event_rows:
+        conn.executemany(_INSERT_EVENT, event_rows)
 
 
 def _insert_event(conn: Connection, event: ModelEvent, step_id: str | None, seq: int) -> None:
-    conn.execute(
-        _INSERT_EVENT,
-        (
-            step_id,
-            seq,
-            event.kind,
-            event.model_id,
-            _clean(event.reason),
-            event.estimate_bytes,
-            event.measured_bytes,
-            event.wall_s,
-            event.device,
-            event.at,
-        ),
+    conn.execute(_INSERT_EVENT, _event_row(event, step_id, seq))
+
+
+def _event_row(event: ModelEvent, step_id: str | None, seq: int) -> tuple:
+    return (
+        step_id,
+        seq,
+        event.kind,
+        event.model_id,
+        _clean(event.reason),
+        event.estimate_bytes,
+        event.measured_bytes,
+        event.wall_s,
+        event.device,
+        event.at,
     )
 
 
@@ -297,7 +277,7 @@ def _event(row: Row) -> ModelEvent:
 def _step(row: Row, events: tuple[ModelEvent, ...]) -> StepRecord:
     devices = tuple(GpuMemory(**d) for d in json.loads(row["gpu_devices_json"])) if row["gpu_devices_json"] else ()
     return StepRecord(
-        **{c: row[c] for c in _STEP_COLUMNS},
+        **{c: row[c] for c in STEP_COLUMNS},
         gpu_devices=devices,
         events=events,
     )

@@ -125,8 +125,8 @@ def storage_target(settings, env=None) -> StorageTarget:
     """The target ``settings`` name: ``[storage] url`` / ``MIMIR_DATABASE_URL``, else ``home/mimir.db``.
 
     The password is read now (so a rotated secret file is picked up on restart):
-    ``MIMIR_DATABASE_PASSWORD``, else ``[storage] password_file``, else the URL from the
-    environment, else libpq's ``PGPASSWORD`` / ``~/.pgpass``.
+    ``MIMIR_DATABASE_PASSWORD``, else the URL from the environment, else
+    ``[storage] password_file``, else libpq's ``PGPASSWORD`` / ``~/.pgpass``.
     """
     from mimir.errors import ConfigError
 
@@ -135,6 +135,8 @@ def storage_target(settings, env=None) -> StorageTarget:
     if storage.url is None:
         return StorageTarget.sqlite(settings.db_path)
     password = env.get("MIMIR_DATABASE_PASSWORD") or None
+    if password is None and storage.url_password:
+        password = storage.url_password
     if password is None and storage.password_file is not None:
         try:
             password = storage.password_file.read_text(encoding="utf-8").strip() or None

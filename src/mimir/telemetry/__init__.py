@@ -5,9 +5,9 @@ See ``docs/telemetry.md``. The names most code needs::
     from mimir.telemetry import Telemetry, LogSink, SqliteSink, turn_json
 """
 
+from mimir.core.records import StepRecord, TurnRecord, step_json, turn_json
 from mimir.telemetry.probes import CudaProbe, NvmlProbe, Probe, ProcessProbe, default_probes
 from mimir.telemetry.recorder import StepRecorder, Telemetry, TurnRecorder
-from mimir.telemetry.records import StepRecord, TurnRecord, step_json, turn_json
 from mimir.telemetry.setup import TelemetryOptions, parse_telemetry_options, telemetry_from_settings
 from mimir.telemetry.sinks import LogSink, QueuedSink, Sink, SqliteSink, TrackioSink, format_step_line
 

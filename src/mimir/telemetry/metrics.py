@@ -2,7 +2,7 @@
 model-manager events into a ``prometheus_client`` registry (extra: ``ui``).
 
 The sink only listens, like the other sinks: it never calls the manager. Everything it
-counts comes from :class:`~mimir.telemetry.records.StepRecord`, :class:`TurnRecord` and the
+counts comes from :class:`~mimir.core.records.StepRecord`, :class:`TurnRecord` and the
 manager's events, so its numbers agree with the rows the SQLite sink stores.
 
 Labels stay bounded: step names come from the pipeline, agents are roles, models are the
@@ -11,20 +11,21 @@ configured ids. No session, turn or user ids ever become a label.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from mimir.errors import MissingExtraError
-from mimir.telemetry.records import StepRecord, TurnRecord
+from mimir.core.records import StepRecord, TurnRecord
 from mimir.telemetry.sinks import Sink
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from mimir.runtime.manager import ModelEvent
+    from mimir.core.events import ModelEvent
 
 _MIB = 1024 * 1024
 #: Step latency buckets, seconds: rule decisions take milliseconds, responses tens of seconds.
-DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 #: Peak RSS buckets: powers of two from 64 MiB to 64 GiB.
 RSS_BUCKETS_BYTES = tuple(float(_MIB * 2**i) for i in range(6, 17))
 #: ``model`` label for a step that used no model (a rule-based decision).
@@ -44,7 +45,8 @@ class MetricsSink(Sink):
     """Counts every step, turn and model event into ``registry``. Cheap and thread-safe
     (``prometheus_client`` metrics lock per value), so it runs in the generating thread."""
 
-    def __init__(self, registry: CollectorRegistry):
+    def __init__(self, registry: CollectorRegistry, models: Iterable[str] = ()):
+        """``models``: configured ids whose event counters exist (at 0) before any event."""
         pc = prometheus()
         self.registry = registry
         self.step_duration = pc.Histogram(
@@ -66,7 +68,10 @@ class MetricsSink(Sink):
             for kind, name in _EVENT_COUNTERS.items()
         }
         for status in ("ok", "error"):
-            self.turns.labels(status=status)  # both series exist from the start (rate() needs them)
+            self.turns.labels(status=status)  # series exist from the start (rate() and alerts need them)
+        for model in models:
+            for counter in self.events.values():
+                counter.labels(model=model)
 
     def on_step(self, record: StepRecord) -> None:
         model = record.model or NO_MODEL

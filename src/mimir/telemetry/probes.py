@@ -4,12 +4,12 @@ Each probe returns a mapping of known keys (see :data:`READING_KEYS`); a key it 
 left out and ends up ``None`` in the step record. No probe spawns a subprocess per step
 unless the user opted into ``nvidia-smi`` as a last resort.
 
-- :class:`ProcessProbe`: this process's RSS (``/proc/self/statm`` through one open file
-  descriptor, psutil elsewhere), the kernel's RSS high-water mark (``getrusage``), and the
-  memory the system still has available (``/proc/meminfo``, psutil elsewhere);
+- :class:`ProcessProbe`: this process's RSS, the kernel's RSS high-water mark and the memory
+  the system still has available, through :mod:`mimir.core.memory` (the reader the model
+  manager and the web app use too);
 - :class:`CudaProbe`: allocated / reserved / peak-allocated CUDA memory through torch, only
   when torch is *already imported* and has initialised CUDA (it never imports torch);
-- :class:`NvmlProbe`: used / total memory per GPU through NVML (:mod:`mimir.telemetry.gpu`).
+- :class:`NvmlProbe`: used / total memory per GPU through NVML (:mod:`mimir.core.gpu`).
 
 A probe that raises mid-run logs one warning and reads nothing from then on: a broken probe
 never breaks the pipeline.
@@ -18,13 +18,12 @@ never breaks the pipeline.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from mimir.telemetry import gpu
+from mimir.core import gpu
+from mimir.core.memory import AvailableMemoryReader, RssReader, max_rss_bytes, torch_cuda
 
 log = logging.getLogger("mimir.telemetry")
 
@@ -88,79 +87,6 @@ class Probe(ABC):
 
 # -- process memory --------------------------------------------------------------------------
 
-try:  # not on Windows
-    import resource as _resource
-except ImportError:  # pragma: no cover - Windows
-    _resource = None
-
-#: ru_maxrss is in KiB on Linux and in bytes on macOS.
-_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
-
-
-def max_rss_bytes() -> int | None:
-    """The kernel's high-water mark of this process's RSS, or None where unknown."""
-    if _resource is None:
-        return None
-    return int(_resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss) * _MAXRSS_UNIT
-
-
-class RssReader:
-    """Reads this process's RSS in about a microsecond (``/proc/self/statm``), else psutil."""
-
-    def __init__(self) -> None:
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-        self._fd: int | None = None
-        self._pid = os.getpid()
-        try:
-            self._fd = os.open("/proc/self/statm", os.O_RDONLY)
-        except OSError:
-            import psutil
-
-            self._process = psutil.Process()
-
-    def __call__(self) -> int:
-        if self._fd is not None:
-            if os.getpid() != self._pid:  # forked: the descriptor still reads the parent
-                os.close(self._fd)
-                self._fd = os.open("/proc/self/statm", os.O_RDONLY)
-                self._pid = os.getpid()
-            return int(os.pread(self._fd, 128, 0).split()[1]) * self._page
-        return int(self._process.memory_info().rss)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-            import psutil
-
-            self._process = psutil.Process()
-
-
-class AvailableMemoryReader:
-    """System available memory (``MemAvailable``), else psutil."""
-
-    def __init__(self) -> None:
-        self._fd: int | None = None
-        try:
-            self._fd = os.open("/proc/meminfo", os.O_RDONLY)
-        except OSError:
-            pass
-
-    def __call__(self) -> int:
-        if self._fd is not None:
-            data = os.pread(self._fd, 8192, 0)
-            i = data.find(b"MemAvailable:")
-            if i >= 0:
-                return int(data[i + 13 : data.index(b"kB", i)]) * 1024
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-
 
 class ProcessProbe(Probe):
     name = "process"
@@ -184,17 +110,6 @@ class ProcessProbe(Probe):
 # -- CUDA through torch ------------------------------------------------------------------------
 
 
-def _torch_cuda():
-    """``torch.cuda`` when torch is already imported and CUDA is initialised, else None."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    cuda = getattr(torch, "cuda", None)
-    if cuda is None or not cuda.is_initialized() or not cuda.is_available():
-        return None
-    return cuda
-
-
 class CudaProbe(Probe):
     """CUDA memory summed over devices. The peak counter resets when the first step opens;
     with overlapping steps a step's peak may include memory of the other steps."""
@@ -202,13 +117,13 @@ class CudaProbe(Probe):
     name = "cuda"
 
     def _begin(self, *, first_open: bool) -> None:
-        cuda = _torch_cuda()
+        cuda = torch_cuda()
         if cuda is not None and first_open:
             for i in range(cuda.device_count()):
                 cuda.reset_peak_memory_stats(i)
 
     def _read(self, phase: Phase) -> Mapping[str, Any]:
-        cuda = _torch_cuda()
+        cuda = torch_cuda()
         if cuda is None:
             return _EMPTY
         devices = range(cuda.device_count())

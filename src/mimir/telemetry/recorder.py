@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from mimir.errors import MimirError
 from mimir.telemetry.probes import Probe, ProcessProbe, default_probes
-from mimir.telemetry.records import StepRecord, TurnRecord
+from mimir.core.records import StepRecord, TurnRecord
 from mimir.telemetry.sampler import PeakSampler
 
 if TYPE_CHECKING:
-    from mimir.runtime.manager import ModelEvent, ModelManager
+    from mimir.core.events import ModelEvent
+    from mimir.runtime.manager import ModelManager
     from mimir.telemetry.sinks import Sink
 
 log = logging.getLogger("mimir.telemetry")

@@ -9,6 +9,7 @@
     nvidia_smi = false           # last resort when NVML is missing: one subprocess per reading
     trackio_project = "mimir"    # export per-step metrics to trackio (extra: trackio)
     trackio_run = "laptop"       # optional run name
+    otel = false                 # each turn as an OpenTelemetry trace (extra: otel)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from mimir.storage.db import Database
     from mimir.telemetry.recorder import Telemetry
 
-_KEYS = {"sample_interval", "log", "store", "nvidia_smi", "trackio_project", "trackio_run"}
+_KEYS = {"sample_interval", "log", "store", "nvidia_smi", "trackio_project", "trackio_run", "otel"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class TelemetryOptions:
     nvidia_smi: bool = False
     trackio_project: str | None = None
     trackio_run: str | None = None
+    otel: bool = False
 
 
 def parse_telemetry_options(raw: Mapping[str, Any], source: str | None = None) -> TelemetryOptions:
@@ -74,6 +76,7 @@ def parse_telemetry_options(raw: Mapping[str, Any], source: str | None = None) -
         nvidia_smi=_bool("nvidia_smi", False),
         trackio_project=_str("trackio_project"),
         trackio_run=_str("trackio_run"),
+        otel=_bool("otel", False),
     )
 
 
@@ -95,9 +98,15 @@ def telemetry_from_settings(settings: Settings, db: Database | None = None) -> T
     if options.store:
         if db is None:
             raise ValueError("telemetry.store is on but no database was given")
-        sinks.append(SqliteSink(TelemetryStore(db)))
+        from mimir.storage.spool import SPOOL_NAME, Spool
+
+        sinks.append(SqliteSink(TelemetryStore(db), spool=Spool(settings.home / SPOOL_NAME)))
     if options.trackio_project:
         sinks.append(TrackioSink(options.trackio_project, run_name=options.trackio_run))
+    if options.otel:
+        from mimir.telemetry.otel import OtelSink
+
+        sinks.append(OtelSink())
     return Telemetry(
         probes=default_probes(nvidia_smi=options.nvidia_smi),
         sinks=sinks,

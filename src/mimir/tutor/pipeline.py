@@ -5,10 +5,13 @@ run_turn(message, session_id)
   clean input (empty -> InvalidInputError: no model call, nothing stored)
   history           last turns of the session, from storage
   decisions         tool decision, rules, routing (order chosen for fewest model loads)
+  math_check        the sympy engine: verdict on the student's answer, answer key, practice
+                    question, next hint (docs/math.md); "could not check" never stops a turn
   graph_tool        when the tool decision says yes: a chart from the student's data
   thinking_*        hidden context, only for flags that are on, with a token budget
   response          prompt assembly, streamed generation
   postprocess       special tokens, repetition, cut-off endings
+  math_claims       false equalities in the answer corrected, with a visible note
   store             the turn, its flags and tool output; steps are linked by turn id
 ```
 
@@ -35,12 +38,16 @@ from dataclasses import dataclass, field
 from mimir.config import Settings
 from mimir.errors import GenerationError, MimirError
 from mimir.models.base import ChatMessage, GenerationParams
+from mimir.runtime.admission import TurnControl
 from mimir.runtime.manager import ModelManager
-from mimir.runtime.runner import Cancel, LoadStarting, Runner
+from mimir.runtime.runner import LoadStarting, Runner
 from mimir.storage.conversations import ConversationStore, new_id
+from mimir.storage.spool import SPOOL_NAME, Spool
 from mimir.telemetry.recorder import Telemetry
-from mimir.telemetry.records import TurnRecord
+from mimir.core.records import TurnRecord
+from mimir.mathcheck.worker import MathWorker
 from mimir.tutor.deciders import Deciders, DecisionOutcome, outcome
+from mimir.tutor.mathstep import MathNotes, MathStep
 from mimir.tutor.postprocess import clean_response, strip_special_tokens
 from mimir.tutor.prompts import PromptLibrary
 from mimir.tutor.schedule import order_steps
@@ -71,6 +78,8 @@ class TurnResult:
     tokens_in: int = 0
     tokens_out: int = 0
     finish_reason: str = "stop"
+    #: The math engine's verdict on the student's answer (correct/incorrect/unknown), if any.
+    verdict: str | None = None
 
 
 @dataclass
@@ -91,6 +100,9 @@ class _TurnWork:
     tokens_in: int = 0
     tokens_out: int = 0
     finish_reason: str = "stop"
+    math: MathNotes | None = None
+    #: The session's open question (practice key) from storage, for the math step.
+    pending: dict | None = None
 
 
 class Tutor:
@@ -101,6 +113,7 @@ class Tutor:
         telemetry: Telemetry,
         store: ConversationStore,
         prompts: PromptLibrary | None = None,
+        spool: Spool | None = None,
         runner: Runner | None = None,
     ):
         self.settings = settings
@@ -109,17 +122,29 @@ class Tutor:
         self.runner = runner or Runner(manager)
         self.telemetry = telemetry
         self.store = store
+        #: Where a finished turn goes when the database refuses it (replayed at the next start).
+        self.spool = spool or Spool(settings.home / SPOOL_NAME)
         self.prompts = prompts or PromptLibrary(settings.tutor.prompts_dir)
         self.charts_dir = settings.home / "charts"
         # The running turn's progress callback; per context so concurrent turns never mix.
         self._status: contextvars.ContextVar[Callable[[str], None]] = contextvars.ContextVar(
             "mimir_turn_status", default=lambda text: None
         )
-        # The running turn's cancel hook (checked at every token), per context like the status.
-        self._cancel: contextvars.ContextVar[Cancel] = contextvars.ContextVar("mimir_turn_cancel", default=None)
+        self._control: contextvars.ContextVar[TurnControl | None] = contextvars.ContextVar(
+            "mimir_turn_control", default=None
+        )
         self.deciders = Deciders(
             self.prompts, manager, dict(settings.tutor.deciders), runner=self.runner, on_load=self._announce_load
         )
+        worker = None
+        if settings.tutor.math_check:
+            worker = MathWorker(settings.tutor.math_timeout_s, settings.tutor.math_memory_mb * 1024 * 1024)
+        self.math = MathStep(worker)
+
+    def close(self) -> None:
+        """Stop the math worker process."""
+        if self.math.worker is not None:
+            self.math.worker.close()
 
     # -- public API ----------------------------------------------------------------------
     def run_turn(
@@ -132,18 +157,20 @@ class Tutor:
         history: Sequence[ChatMessage] | None = None,
         persist: bool = True,
         max_tokens: int | None = None,
-        cancel: Cancel = None,
+        control: TurnControl | None = None,
     ) -> TurnResult:
         """Run one turn. ``on_token`` receives streamed response text; ``on_status`` short
         progress lines ("loading model 'default' (est. 352.0MiB)").
 
-        ``cancel`` (a callable returning True, or a ``threading.Event``) stops the turn's
-        generation within one token: the turn fails with
-        :class:`~mimir.errors.GenerationCancelledError` and the model's lease is released.
-
         ``history`` replaces the session's stored history, and ``persist=False`` stores no
         session or turn (both for ``mimir eval``); telemetry is recorded either way.
-        ``max_tokens`` overrides ``[tutor] response_max_tokens`` for this turn.
+        ``max_tokens`` overrides ``[tutor] response_max_tokens`` for this turn. ``control``
+        stops the turn (cancelled, or past its deadline) before the next step or token; the
+        runner checks it at every token, so the model's slot and lease are free within one.
+
+        If storing the finished turn fails, the answer is still returned, with a notice, and
+        the turn goes to the spool (:mod:`mimir.storage.spool`) to be stored at the next start.
+        Ctrl-C and ``SystemExit`` pass through unchanged (the turn is stored as failed first).
         """
         cleaned = clean_user_text(message)  # raises InvalidInputError before anything else
         if persist:
@@ -159,25 +186,33 @@ class Tutor:
         )
         if cleaned.notice:
             work.notices.append(cleaned.notice)
+        if self.math.worker is not None:
+            self.math.worker.start()  # no-op when running; else sympy imports while the turn decides
         status_token = self._status.set(on_status or (lambda text: None))
-        cancel_token = self._cancel.set(cancel)
+        control_token = self._control.set(control)
         try:
             with self.telemetry.turn(session_id=session_id, turn_id=turn_id) as turn:
                 self._run_steps(work, session_id, on_token or (lambda text: None))
         except BaseException as exc:
-            error = exc if isinstance(exc, MimirError) else GenerationError("pipeline", f"{type(exc).__name__}: {exc}")
+            interrupt = not isinstance(exc, Exception)  # Ctrl-C, SystemExit: never swallowed
+            if isinstance(exc, MimirError):
+                error = exc
+            elif interrupt:
+                error = GenerationError("pipeline", f"interrupted ({type(exc).__name__})")
+            else:
+                error = GenerationError("pipeline", f"{type(exc).__name__}: {exc}")
             if persist:
-                self._store(work, session_id, turn_id, error=error)
+                self._store_safely(work, session_id, turn_id, error=error)
             self.telemetry.flush()
-            if error is exc:
+            if error is exc or interrupt:
                 raise
             raise error from exc
         finally:
             self._status.reset(status_token)
-            self._cancel.reset(cancel_token)
+            self._control.reset(control_token)
         record = turn.record
         if persist:
-            self._store(work, session_id, turn_id, record=record)
+            self._store_safely(work, session_id, turn_id, record=record)
         return TurnResult(
             session_id=session_id,
             turn_id=turn_id,
@@ -190,12 +225,31 @@ class Tutor:
             tokens_in=work.tokens_in,
             tokens_out=work.tokens_out,
             finish_reason=work.finish_reason,
+            verdict=work.math.verdict_name if work.math else None,
         )
 
-    def _store(self, work: _TurnWork, session_id: str, turn_id: str, *,
-               record: TurnRecord | None = None, error: MimirError | None = None) -> None:
-        """Store the turn: ``ok`` with its telemetry totals, or ``failed`` with the error."""
-        self.store.add_turn(
+    def _store_safely(self, work: _TurnWork, session_id: str, turn_id: str, *,
+                      record: TurnRecord | None = None, error: MimirError | None = None) -> None:
+        """Store the turn; if the database refuses (locked, full, read-only, gone), keep it in
+        the spool instead and tell the student their answer was not saved yet."""
+        fields = self._turn_fields(work, session_id, turn_id, record=record, error=error)
+        try:
+            self.store.add_turn(**fields)
+        except Exception as exc:  # noqa: BLE001 - any storage failure: the answer must survive it
+            log.warning("storing turn %s failed (%s); it goes to the spool", turn_id, exc)
+            notice = ("This answer could not be saved right now (the database refused it); it is kept "
+                      "and will be stored when Mimir next starts.")
+            work.notices.append(notice)
+            fields["notices"] = list(work.notices)
+            try:
+                self.spool.add_turn(fields, session_title=work.message, error=str(exc))
+            except OSError as spool_exc:
+                log.error("the spool cannot keep turn %s either: %s", turn_id, spool_exc)
+
+    def _turn_fields(self, work: _TurnWork, session_id: str, turn_id: str, *,
+                     record: TurnRecord | None = None, error: MimirError | None = None) -> dict:
+        """The stored turn: ``ok`` with its telemetry totals, or ``failed`` with the error."""
+        return dict(
             turn_id=turn_id,
             session_id=session_id,
             user_message=work.message,
@@ -205,11 +259,14 @@ class Tutor:
             flags=work.state.active(),
             tool_output_path=work.chart_path,
             tool_description=work.chart_description,
-            notices=work.notices,
+            notices=list(work.notices),
             tokens_in=record.tokens_in if record else None,
             tokens_out=record.tokens_out if record else None,
             wall_s=record.wall_s if record else None,
         )
+        math_record = work.math.record() if work.math is not None and not error else None
+        if math_record is not None:
+            self.store.add_math(turn_id, session_id, math_record)
 
     def predict_flags(self, message: str, history: Sequence[ChatMessage] = ()) -> frozenset[Flag]:
         """The decision phase alone (what ``mimir eval --decisions-only`` checks)."""
@@ -219,21 +276,60 @@ class Tutor:
     # -- the steps -----------------------------------------------------------------------
     def _run_steps(self, work: _TurnWork, session_id: str, on_token: Callable[[str], None]) -> None:
         tel = self.telemetry
+        self._check()
         if work.history is None:
             with tel.step("history", agent="storage"):
                 work.history = self._history(session_id)
+                work.pending = self.store.open_question(session_id) if self.math.enabled else None
         work.state.reset()
         self._decide(work)
+        if self.math.enabled:
+            with tel.step("math_check", agent="math"):
+                self._math_check(work)
         if work.state.is_on(Flag.TOOL_USE_ENHANCEMENT):
             with tel.step("graph_tool", agent="tool") as step:
                 self._graph_tool(work, step)
         if self.tutor.thinking:
             for name, flag, segment in THINKING_STEPS:
                 if work.state.is_on(flag):
+                    self._check()
                     self._think(work, name, segment)
-        self._respond(work, on_token)
+        self._check()
+        gate = self.math.gate(work.math, on_token)  # holds each sentence back until checked
+        self._respond(work, gate.feed)
+        gate.close()
         with tel.step("postprocess", agent="postprocess"):
             work.response = clean_response(work.response, truncated=work.finish_reason == "length")
+        if self.math.enabled:
+            with tel.step("math_claims", agent="math"):
+                work.response, corrections = self.math.finish(work.math, work.response)
+                if work.math is not None:
+                    work.math.corrections = corrections
+
+    def _math_check(self, work: _TurnWork) -> None:
+        """The sympy engine on this turn; its verified facts go into the private notes."""
+        state = work.state
+        question = next((m.content for m in reversed(work.history or []) if m.role == "assistant"), None)
+        work.math = self.math.analyze(
+            work.message,
+            question=question,
+            pending=work.pending,
+            wants_practice=state.is_on(Flag.STRUCTURE_PRACTICE_QUESTIONS) and state.is_on(Flag.MATH_THINKING),
+            guiding=any(state.is_on(f) for f in (Flag.GUIDING_TEACHING, Flag.STRUCTURE_PRACTICE_QUESTIONS,
+                                                 Flag.PRACTICE_QUESTION_FOLLOWUP)),
+        )
+        state.math_verdict = work.math.verdict_name if work.math else None
+        notes = self.math.private_notes(work.math)
+        if notes:
+            work.thinking.insert(0, notes)
+
+    def check_verdict(self, message: str, history: Sequence[ChatMessage] = ()) -> str:
+        """The decision and math steps alone: the verdict on ``message`` as an answer to the
+        last question in ``history`` (what ``mimir eval --quality`` checks for verdict cases)."""
+        work = _TurnWork(clean_user_text(message).text, max_tokens=1, history=list(history))
+        self._decide(work)
+        self._math_check(work)
+        return (work.math.verdict_name if work.math else None) or "unknown"
 
     def _history(self, session_id: str) -> list[ChatMessage]:
         turns = self.store.turns(session_id, limit=self.tutor.history_turns, only_ok=True)
@@ -286,12 +382,20 @@ class Tutor:
 
     def _run_model(self, role: str, step, messages: list[ChatMessage], params: GenerationParams,
                    on_token: Callable[[str], None] | None = None):
-        """One generation with the role's model, through the runner (the one door)."""
+        """One generation with the role's model, through the runner (the one door): lease,
+        load event, out-of-memory policy, token accounting, and the turn's control checked at
+        every token (a stopped generation frees its slot and lease within a token)."""
         forward = None if on_token is None else (lambda piece: on_token(strip_special_tokens(piece)))
         return self.runner.generate(
             self.manager.model_for_role(role), messages, params,
-            on_token=forward, step=step, cancel=self._cancel.get(), on_load=self._announce_load,
+            on_token=forward, step=step, cancel=self._check, on_load=self._announce_load,
         )
+
+    def _check(self) -> None:
+        """Stop here if the running turn was cancelled or ran past its deadline."""
+        control = self._control.get()
+        if control is not None:
+            control.check()
 
     def _graph_tool(self, work: _TurnWork, step) -> None:
         """A chart from the student's numbers; failing that, from data the model writes as

@@ -49,6 +49,13 @@ _SENTENCE_END = re.compile(r"[.!?][\"')\]*_]*(?=\s|$)")
 #: Sentences shorter than this (normalised characters) may repeat ("Yes.", "Step 1.").
 _MIN_DEDUP_CHARS = 12
 _MAX_LOOP_WORDS = 30
+#: Near duplicates: sentences of at least this many words whose word sets overlap this much
+#: (Jaccard) with one of the last ``_NEAR_DUP_WINDOW`` kept sentences. The window bounds the
+#: work per sentence, so the whole pass stays linear in the text.
+_NEAR_DUP_MIN_WORDS = 5
+_NEAR_DUP_JACCARD = 0.75
+_NEAR_DUP_WINDOW = 16
+_KEY_WORD = re.compile(r"[a-z0-9]+")
 
 
 def strip_special_tokens(text: str) -> str:
@@ -143,10 +150,53 @@ def _collapse_line_loops(line: str) -> str:
     return line if collapsed == words else indent + " ".join(collapsed)
 
 
+class _SeenSentences:
+    """Sentences kept so far: exact keys, and word sets of the recent ones for near duplicates."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.recent: list[frozenset[str]] = []
+
+    def repeats(self, key: str) -> bool:
+        """Whether ``key`` repeats a kept sentence (exactly or nearly); remembers it if not."""
+        if key in self.keys:
+            return True
+        words = _KEY_WORD.findall(key)
+        bag = frozenset(words)
+        if len(words) >= _NEAR_DUP_MIN_WORDS:
+            size = len(bag)
+            for other in self.recent:
+                # Jaccard <= min/max of the sizes: most pairs are ruled out without a set operation.
+                if min(size, len(other)) < _NEAR_DUP_JACCARD * max(size, len(other)):
+                    continue
+                if len(bag & other) >= _NEAR_DUP_JACCARD * len(bag | other):
+                    return True
+            self.recent.append(bag)
+            if len(self.recent) > _NEAR_DUP_WINDOW:
+                self.recent.pop(0)
+        self.keys.add(key)
+        return False
+
+
+def repeated_sentences(text: str) -> int:
+    """How many sentences of ``text`` repeat an earlier one, exactly or nearly (what the
+    quality evaluation counts)."""
+    held, _ = _protect_latex(text)
+    seen = _SeenSentences()
+    count = 0
+    for line in held.split("\n"):
+        for sentence in _SENTENCE_SPLIT.split(line.strip()):
+            key = _sentence_key(_HOLE_RX.sub(lambda m: f"<math{m.group(1)}>", sentence))
+            if len(key) >= _MIN_DEDUP_CHARS and not re.fullmatch(r"(?:<math\d+>\s*)+", key) and seen.repeats(key):
+                count += 1
+    return count
+
+
 def remove_repetition(text: str) -> str:
-    """Drop sentences and lines that repeat an earlier one, then collapse word loops.
-    Works on text whose LaTeX has been set aside (see :func:`clean_response`)."""
-    seen: set[str] = set()
+    """Drop sentences and lines that repeat an earlier one exactly or nearly (same words,
+    :data:`_NEAR_DUP_JACCARD` overlap), then collapse word loops. Works on text whose LaTeX
+    has been set aside (see :func:`clean_response`)."""
+    seen = _SeenSentences()
     out: list[str] = []
     for line in text.split("\n"):
         if not line.strip():
@@ -160,9 +210,8 @@ def remove_repetition(text: str) -> str:
         for sentence in _SENTENCE_SPLIT.split(body):
             key = _sentence_key(_HOLE_RX.sub(lambda m: f"<math{m.group(1)}>", sentence))
             if len(key) >= _MIN_DEDUP_CHARS and not re.fullmatch(r"(?:<math\d+>\s*)+", key):
-                if key in seen:
+                if seen.repeats(key):
                     continue
-                seen.add(key)
             kept.append(sentence)
         if kept:
             out.append(prefix + " ".join(kept))

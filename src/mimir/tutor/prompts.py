@@ -74,11 +74,6 @@ _SUFFIX = ".md"
 _FENCE = "+++"
 
 
-def segment_for_flag(flag: Flag | str) -> str:
-    """Name of the segment a flag switches on."""
-    return _FLAG_SEGMENT[Flag.parse(flag)]
-
-
 def estimate_tokens(text: str) -> int:
     """Rough token count (words * 1.3), good enough for prompt-size budgets."""
     return math.ceil(len(text.split()) * 1.3)

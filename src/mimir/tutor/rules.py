@@ -11,7 +11,7 @@ measures them. One function, :func:`flags_from_decisions`, maps decisions to fla
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from mimir.models.base import ChatMessage
@@ -425,7 +425,3 @@ def decide_flags(message: str, history: Sequence[HistoryItem] = ()) -> frozenset
     routing = routing_rules(message, history)
     tool = tool_rules(message, history)
     return flags_from_decisions(tool, turn_has_math(message, history, routing), routing)
-
-
-def flag_names(flags: Iterable[Flag]) -> list[str]:
-    return sorted(f.value for f in flags)

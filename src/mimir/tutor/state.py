@@ -52,12 +52,16 @@ class PromptState:
 
     def __init__(self, active: Iterable[Flag | str] = ()):
         self._on: set[Flag] = set()
+        #: The math engine's verdict on the student's answer this turn (``correct``,
+        #: ``incorrect``, ``unknown``) or ``None`` when there was nothing to check.
+        self.math_verdict: str | None = None
         for flag in active:
             self.set(flag)
 
     def reset(self) -> None:
         """Every flag back to off."""
         self._on.clear()
+        self.math_verdict = None
 
     def set(self, flag: Flag | str, on: bool = True) -> None:
         flag = Flag.parse(flag)

@@ -66,10 +66,13 @@ def _gradio():
 def build_blocks(app: MimirApp) -> gr.Blocks:
     """The four tabs, wired to :class:`~mimir.ui.handlers.Handlers` on ``app``."""
     gr = _gradio()
+    from mimir.config import ROLES
     from mimir.ui.handlers import Handlers
+    from mimir.ui.pull import PullHandlers
     from mimir.ui.render import CACHE_HEADERS, MODEL_HEADERS, PLAN_HEADERS, RESIDENT_HEADERS, STEP_HEADERS
 
     h = Handlers(app)
+    ph = PullHandlers(app)
     admin_tabs = app.settings.auth.mode == "none"  # the single local user is an admin
     # Files Gradio copies to serve (charts) are deleted after a day, checked hourly.
     with gr.Blocks(title="Mimir tutor", analytics_enabled=False, delete_cache=(3600, 86400)) as blocks:
@@ -149,13 +152,29 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
                                                   elem_id="unload-pick")
                         unload_btn = gr.Button("Unload", elem_id="unload")
                         unload_msg = gr.Markdown(elem_id="unload-message")
+                with gr.Accordion("Pull a model from the Hugging Face Hub (admins)", open=False, elem_id="pull"):
+                    gr.Markdown("Plan shows the files, sizes and estimate; Pull downloads into the Hugging Face "
+                                "cache, checks the files, and adds the model to this server's config file "
+                                "(used after a restart). `mimir models catalog` lists known-good models.")
+                    with gr.Row():
+                        pull_repo = gr.Textbox(label="Repo", placeholder="Qwen/Qwen2.5-1.5B-Instruct-GGUF",
+                                               elem_id="pull-repo", scale=3)
+                        pull_file = gr.Textbox(label="File (GGUF repos with several)", elem_id="pull-file", scale=3)
+                        pull_id = gr.Textbox(label="Model id (optional)", elem_id="pull-id", scale=2)
+                    pull_roles = gr.CheckboxGroup(choices=list(ROLES), label="Roles for the new model",
+                                                  elem_id="pull-roles")
+                    with gr.Row():
+                        pull_plan_btn = gr.Button("Plan (dry run)", elem_id="pull-plan")
+                        pull_btn = gr.Button("Pull", variant="primary", elem_id="pull-run")
+                    pull_msg = gr.Markdown(elem_id="pull-message")
 
         # -- wiring ----------------------------------------------------------------------
         chat_outputs = [chatbot, box, chat_status, session, sessions]
         for trigger in (box.submit, send.click):
             trigger(h.chat, [box, chatbot, session], chat_outputs, concurrency_limit=8, show_progress="minimal")
         new.click(h.new_session, None, [chatbot, chat_status, session, sessions], queue=False)
-        reopen.click(h.open_session, [sessions], [chatbot, chat_status, session])
+        # Explicit API names: gradio_client callers (and the access tests) rely on them.
+        reopen.click(h.open_session, [sessions], [chatbot, chat_status, session], api_name="open_session")
         blocks.load(h.load_page, None, [sessions, chat_status, user_line, cache_tab, models_tab])
 
         memory_outputs = [plot, turn_pick, steps, resident, budget_line, memory_key, memory_msg]
@@ -168,17 +187,21 @@ def build_blocks(app: MimirApp) -> gr.Blocks:
         timer.tick(h.models, None, models_outputs, show_progress="hidden")
         blocks.load(h.memory, memory_inputs, memory_outputs)
         blocks.load(h.models, None, models_outputs)
-        unload_btn.click(h.unload, [unload_pick], [unload_msg, *models_outputs])
+        unload_btn.click(h.unload, [unload_pick], [unload_msg, *models_outputs], api_name="unload")
+        pull_inputs = [pull_repo, pull_file, pull_id, pull_roles]
+        pull_plan_btn.click(ph.plan, pull_inputs, [pull_msg], api_name="pull_plan")
+        pull_btn.click(ph.pull, pull_inputs, [pull_msg], concurrency_limit=1, show_progress="minimal", api_name="pull")
 
         scan_outputs = [cache_totals, repos, warnings, model_files]
         cache_tab.select(h.scan, None, scan_outputs)
         rescan.click(h.scan, None, scan_outputs)
         plan_btn.click(h.plan, [unreferenced, old_revisions, incomplete],
-                       [plan_line, plan_view, plan_state, confirm, delete, prune_result])
+                       [plan_line, plan_view, plan_state, confirm, delete, prune_result], api_name="prune_plan")
         for option in (unreferenced, old_revisions, incomplete):
             option.input(h.options_changed, None, [plan_line, plan_state, confirm, delete])
         confirm.input(h.confirm_changed, [confirm, plan_state], [delete])
-        delete.click(h.execute, [confirm, plan_state], [prune_result, plan_state, confirm, delete, *scan_outputs])
+        delete.click(h.execute, [confirm, plan_state], [prune_result, plan_state, confirm, delete, *scan_outputs],
+                     api_name="prune")
     return blocks
 
 

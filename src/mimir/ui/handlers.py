@@ -16,8 +16,10 @@ import gradio as gr
 
 from mimir.auth.roles import Principal, require
 from mimir.auth.web import address_of, principal_of
+from mimir.core.memory import process_rss_bytes
 from mimir.errors import InvalidInputError, MimirError
 from mimir.storage.conversations import ANY_OWNER
+from mimir.tutor.summary import turn_status_line
 from mimir.ui import render
 from mimir.ui.chat import TurnRunner
 
@@ -112,7 +114,8 @@ class Handlers:
         answer = ""
         status = render.status_message("thinking…", pending=True)
         yield [*shown, status], "", "", session_id, gr.skip()
-        for event in self.runner.stream(message, session_id):
+        user = f"user:{who.user_id}" if who.user_id else f"browser:{getattr(request, 'session_hash', None) or 'local'}"
+        for event in self.runner.stream(message, session_id, user=user):
             if event.kind == "status":
                 status = render.status_message(event.text, pending=True)
                 yield [*shown, *([{"role": "assistant", "content": answer}] if answer else []), status], gr.skip(), \
@@ -122,7 +125,7 @@ class Handlers:
                 yield [*shown, {"role": "assistant", "content": answer}], gr.skip(), "", session_id, gr.skip()
             elif event.kind == "done":
                 result = event.result
-                line = render.turn_status_line(result)
+                line = turn_status_line(result)
                 messages = render.answer_messages(
                     result.response, status=line, chart_path=result.chart_path,
                     chart_description=result.chart_description, notices=result.notices,
@@ -186,8 +189,6 @@ class Handlers:
         return (*outputs, None if turn_id == newest else turn_id)
 
     def _memory(self, picked: str | None, last_key: Any, request: Any) -> tuple[tuple, str | None]:
-        import psutil
-
         from mimir.storage.telemetry_store import TelemetryStore
         from mimir.ui.plots import timeline_figure
 
@@ -197,7 +198,7 @@ class Handlers:
             status = self.app.manager.status()
             resident = _frame(render.resident_table(status))
             budget = render.budget_markdown(
-                status, ram_setting=self.app.settings.budget.ram_setting, rss_now_bytes=psutil.Process().memory_info().rss
+                status, ram_setting=self.app.settings.budget.ram_setting, rss_now_bytes=process_rss_bytes()
             )
             store = TelemetryStore(self.app.db)
             turns = store.turns(last=MEMORY_TURNS, owner=owner)

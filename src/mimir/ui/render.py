@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mimir.cache.report import format_age
+from mimir.tutor.summary import status_line
 from mimir.units import format_bytes
 
 MiB = 1024 * 1024
@@ -60,38 +61,6 @@ def escape_markdown(text: str) -> str:
 
 
 # -- chat --------------------------------------------------------------------------------
-
-
-def status_line(
-    *,
-    wall_s: float | None,
-    tokens_in: int | None,
-    tokens_out: int | None,
-    flags: Sequence[str],
-    peak_rss_bytes: int | None,
-    cuda_peak_bytes: int | None = None,
-) -> str:
-    """The small line under an answer: time, tokens, active prompt segments, peak memory."""
-    parts = ["time -" if wall_s is None else f"{wall_s:.1f}s"]
-    parts.append(f"{tokens_in if tokens_in is not None else '-'} tokens in, {tokens_out if tokens_out is not None else '-'} out")
-    parts.append("segments: " + (", ".join(flags) if flags else "none"))
-    parts.append(f"peak RSS {format_bytes(peak_rss_bytes)}")
-    if cuda_peak_bytes is not None:
-        parts.append(f"CUDA peak {format_bytes(cuda_peak_bytes)}")
-    return " · ".join(parts)
-
-
-def turn_status_line(result) -> str:
-    """:func:`status_line` for a :class:`~mimir.tutor.pipeline.TurnResult`."""
-    rec = result.telemetry
-    return status_line(
-        wall_s=rec.wall_s,
-        tokens_in=rec.tokens_in,
-        tokens_out=rec.tokens_out,
-        flags=result.flags,
-        peak_rss_bytes=rec.peak_rss_bytes,
-        cuda_peak_bytes=rec.cuda_peak_allocated_bytes,
-    )
 
 
 def status_message(text: str, *, pending: bool = False) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""The ``[server]`` keys this package owns (other keys of the table belong to other parts)::
+"""The ``[server]`` keys the ops package (:mod:`mimir.ops`: metrics and health) owns; other
+keys of the table belong to other parts. It sits below :mod:`mimir.config`, apart from the
+package it configures, so that loading the settings checks these keys without importing the
+server's parts (``docs/architecture.md``)::
 
     [server]
     metrics = true                          # serve GET /metrics (Prometheus text format)

@@ -1,0 +1,182 @@
+"""The math engine's pure functions (sympy in this process): parsing, problems, answer
+checking by equivalence, practice keys, hint ladders, claim checking."""
+
+from __future__ import annotations
+
+import pytest
+
+from mimir.mathcheck.answers import check_answer
+from mimir.mathcheck.claims import check_claims
+from mimir.mathcheck.engine import analyze
+from mimir.mathcheck.parse import MathParseError, parse_math
+from mimir.mathcheck.practice import make_practice, skill_in
+from mimir.mathcheck.problems import SKILLS, find_problem, solve
+from mimir.mathcheck.spans import equalities
+
+
+def key_for(question: str):
+    problem = find_problem(question)
+    assert problem is not None, question
+    key = solve(problem)
+    assert key is not None, question
+    return key
+
+
+def verdict(question: str, reply: str) -> str:
+    return check_answer(key_for(question), reply).verdict
+
+
+@pytest.mark.parametrize("text,value", [
+    ("2x^2 + 3x", "2*x**2 + 3*x"), ("2*x**2+3*x", "2*x**2 + 3*x"), ("3(x+1)", "3*x + 3"),
+    ("1/2", "1/2"), ("0.5", "1/2"), ("25%", "1/4"), ("\\frac{3}{4}", "3/4"), ("\\sqrt{16}", "4"),
+    ("x \\cdot y", "x*y"), ("5!", "120"), ("2^{10}", "1024"), ("\u221a(9) \u00d7 2", "6"),
+])
+def test_parse_reads_plain_text_powers_implicit_products_and_latex(text, value):
+    assert str(parse_math(text)) == value
+
+
+@pytest.mark.parametrize("text", [
+    "__import__('os')", "x.__class__", "[x]", "lambda: 1", "\\input{/etc/passwd}",
+    "\\immediate\\write18{rm -rf /}", "open", "x" * 500, "",
+])
+def test_parse_refuses_code_commands_and_oversized_input(text):
+    with pytest.raises(MathParseError):
+        parse_math(text)
+
+
+@pytest.mark.parametrize("question,skill,answer", [
+    ("Solve 2x + 3 = 11.", "linear", "x = 4"),
+    ("Solve 3x - y = 7 and 2x + 3y = 1", "system", "x = 2, y = -1"),
+    ("Solve x^2 - 5x + 6 = 0", "quadratic", "x = 2 or x = 3"),
+    ("What is the derivative of x^3 + 2x?", "derivative", "3x^2 + 2"),
+    ("Integrate 3x^2 from 0 to 2", "integral", "8"),
+    ("integrate 2x dx", "integral", "x^2 + C"),
+    ("Find the limit of (x^2-1)/(x-1) as x approaches 1", "limit", "2"),
+    ("Factor x^2 + 5x + 6", "factor", "(x + 2)(x + 3)"),
+    ("Expand (x+2)(x+3)", "expand", "x^2 + 5x + 6"),
+    ("Simplify (x^2-1)/(x-1)", "simplify", "x + 1"),
+    ("What is 15% of 80?", "percentages", "12"),
+    ("What is the average of 82 and 91?", "arithmetic", "86.5"),
+    ("What is 3/4 + 1/2?", "fractions", "1.25"),
+    ("$\\int_0^1 x^2 \\, dx$", "integral", "1/3"),
+    ("Find $\\frac{d}{dx} x^3$", "derivative", "3x^2"),
+    ("What is $\\lim_{x \\to 0} \\frac{\\sin x}{x}$?", "limit", "1"),
+])
+def test_problems_are_recognised_and_solved_in_every_skill(question, skill, answer):
+    key = key_for(question)
+    assert key.skill == skill
+    assert key.answer_text == answer
+    assert len(key.hints) >= 2
+
+
+def test_text_without_a_problem_gives_none():
+    for text in ("What does cos, tan and sin do?", "What is summation?", "Tell me about the French revolution."):
+        assert find_problem(text) is None
+
+
+@pytest.mark.parametrize("question,reply,expected", [
+    ("What is 1/4 + 1/4?", "1/2", "correct"),
+    ("What is 1/4 + 1/4?", "0.5", "correct"),
+    ("What is 1/4 + 1/4?", "2/4", "correct"),
+    ("What is 1/4 + 1/4?", "50%", "correct"),
+    ("What is 1/4 + 1/4?", "$\\frac{1}{2}$", "correct"),
+    ("What is 1/4 + 1/4?", "0.25", "incorrect"),
+    ("What is 1/3 + 1/3?", "0.67", "correct"),
+    ("What is 1/3 + 1/3?", "0.6", "incorrect"),
+    ("Solve 2x + 3 = 11.", "I think it's x = 4", "correct"),
+    ("Solve 2x + 3 = 11.", "x=4.0", "correct"),
+    ("Solve 2x + 3 = 11.", "x = 7", "incorrect"),
+    ("Solve 3x - y = 7 and 2x + 3y = 1", "x=2, y=-1", "correct"),
+    ("Solve 3x - y = 7 and 2x + 3y = 1", "y = -1 and x = 2", "correct"),
+    ("Solve 3x - y = 7 and 2x + 3y = 1", "(2, -1)", "correct"),
+    ("Solve 3x - y = 7 and 2x + 3y = 1", "x = 2, y = 1", "incorrect"),
+    ("Solve x^2 - 5x + 6 = 0", "x = 3 or x = 2", "correct"),
+    ("Solve x^2 - 5x + 6 = 0", "2 and 3", "correct"),
+    ("Solve x^2 - 5x + 6 = 0", "x = 2", "incorrect"),
+    ("What is the derivative of x^2 + 2x?", "2(x + 1)", "correct"),
+    ("What is the derivative of x^2 + 2x?", "f'(x) = 2x + 2", "correct"),
+    ("What is the derivative of x^2 + 2x?", "2x", "incorrect"),
+    ("Integrate 2x dx", "x^2 + C", "correct"),
+    ("Integrate 2x dx", "2x^2 + C", "incorrect"),
+    ("Factor x^2 + 5x + 6", "(x+3)(x+2)", "correct"),
+    ("Factor x^2 + 5x + 6", "x^2 + 5x + 6", "incorrect"),
+    ("Expand (x+2)(x+3)", "(x+2)(x+3)", "incorrect"),
+    ("Find the limit of (x^2-1)/(x-1) as x approaches 1", "2", "correct"),
+    ("Solve 2x + 3 = 11.", "no idea", "unknown"),
+    ("Solve 2x + 3 = 11.", "\\input{/etc/passwd}", "unknown"),
+    ("Solve 2x + 3 = 11.", "z = 4", "unknown"),
+])
+def test_answers_are_checked_by_equivalence_in_every_format(question, reply, expected):
+    assert verdict(question, reply) == expected
+
+
+def test_an_incorrect_verdict_names_the_wrong_part_without_the_solution():
+    result = check_answer(key_for("Solve 3x - y = 7 and 2x + 3y = 1"), "x = 2, y = 3")
+    assert result.verdict == "incorrect" and result.wrong == ("y",)
+    assert "-1" not in result.detail
+    missing = check_answer(key_for("Solve 3x - y = 7 and 2x + 3y = 1"), "x = 2")
+    assert missing.verdict == "incorrect" and missing.wrong == ("missing y",)
+
+
+def test_hint_ladder_steps_through_the_solution_without_the_final_answer():
+    key = key_for("Solve 4x - 7 = 13")
+    assert key.hints[1] == "You should reach 4x = 20."
+    assert all("x = 5" not in hint for hint in key.hints)
+    out = {"hints_given": 0}
+    for expected in key.hints[:2]:
+        pending = {"question": key.statement, "key": key.as_dict(), "hints_given": out["hints_given"]}
+        out = analyze({"message": "give me a hint", "pending": pending})
+        assert out["hint"] == expected
+    assert out["hints_given"] == 2
+
+
+@pytest.mark.parametrize("skill", SKILLS)
+def test_practice_questions_have_clean_keys_that_check_their_own_answer(skill):
+    for seed in range(3):
+        question, key = make_practice(skill, seed)
+        assert find_problem(question) is not None, question
+        assert key.skill == skill and key.hints
+        answer = key.value if key.kind == "value" else ", ".join(
+            f"{v} = {sol[v]}" for sol in key.solutions for v in key.variables
+        )
+        assert check_answer(key, answer).verdict == "correct", (question, answer)
+        assert "." not in answer or key.kind == "value"  # integer roots and points
+
+
+def test_practice_skill_comes_from_the_request():
+    assert skill_in("give me practice questions on quadratic equations") == "quadratic"
+    assert skill_in("quiz me on derivatives") == "derivative"
+    assert skill_in("some percentage problems please") == "percentages"
+
+
+def test_equalities_are_found_inside_prose():
+    found = [(c.left, c.right) for c in equalities("So 82 + 91 = 173, and (82+91)/2 = 82. Then x = 2, y = -1.")]
+    assert found == [("82 + 91", "173"), ("(82+91)/2", "82"), ("x", "2"), ("y", "-1")]
+
+
+def test_false_arithmetic_is_corrected_in_the_text():
+    report = check_claims("The sum is 82 + 91 = 173, so the average is (82+91)/2 = 82.")
+    assert report.text == "The sum is 82 + 91 = 173, so the average is (82+91)/2 = 86.5."
+    assert report.false == 1 and report.checked == 2
+    prose = check_claims("The average of 82 and 91 is 82. Also 7 times 8 is 54, and 15% of 80 is 12.")
+    assert prose.text == "The average of 82 and 91 is 86.5. Also 7 times 8 is 56, and 15% of 80 is 12."
+    assert prose.false == 2
+
+
+def test_rounded_decimals_and_latex_claims():
+    assert check_claims("1/3 = 0.33 and $\\frac{3}{4} = 0.75$").false == 0
+    assert check_claims("$\\frac{3}{4} = 0.9$").false == 1
+
+
+def test_steps_are_judged_against_the_verified_solution():
+    text = "Subtract 3x from both sides: 3x = 7. Then y = 3x - 7, so the final answer is 2x = 7."
+    report = check_claims(text, [{"x": "2", "y": "-1"}])
+    assert report.false == 2
+    assert "~~3x = 7~~" in report.text and "~~2x = 7~~" in report.text
+    assert "y = 3x - 7" in report.text and "~~y" not in report.text
+    assert check_claims(report.text, [{"x": "2", "y": "-1"}]).false == 0  # struck steps are not re-counted
+
+
+def test_guided_teaching_hides_the_final_answer():
+    report = check_claims("Divide by 4, so x = 5.", [{"x": "5"}], hide=[{"x": "5"}])
+    assert report.text == "Divide by 4, so x = ?."
