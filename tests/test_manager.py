@@ -463,23 +463,6 @@ def test_a_load_that_needs_the_room_of_a_closing_model_waits_for_it():
     assert events == [("load", "a"), ("unload", "a"), ("load", "b")]
 
 
-def test_waiting_for_another_load_has_a_deadline():
-    m, _ = manager(scripted("slow", load_s=1.5), scripted("b"), load_timeout_s=0.2)
-
-    def load_slow():
-        with m.use("slow"):
-            pass
-
-    slow = threading.Thread(target=load_slow)
-    slow.start()
-    while m.status().loading != "slow":
-        time.sleep(0.01)
-    with pytest.raises(ModelLoadError, match="load_timeout.* for the load of 'slow'"):
-        with m.use("b"):
-            pass
-    slow.join()
-
-
 def test_on_load_start_is_called_only_by_the_call_that_loads():
     m, _ = manager(scripted("a", size_mib=7))
     starts = []
