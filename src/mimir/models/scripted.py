@@ -8,6 +8,7 @@ Options (``ModelSpec.options``):
 
 - ``size_bytes``: the estimate (weights part); default 1 MiB;
 - ``alloc_bytes``: bytes actually allocated at load; default ``size_bytes``;
+- ``load_peak_bytes``: the declared peak of the load itself (``MemoryEstimate.load_peak_bytes``);
 - ``replies``: list of reply strings; default ``["ok"]``;
 - ``scores``: mapping choice -> log-prob for ``score_choices``; unknown choices get -10;
 - ``load_s``: seconds a load takes (to exercise concurrent requests);
@@ -98,7 +99,8 @@ class ScriptedBackend(Backend):
     def estimate(self, spec: ModelSpec) -> MemoryEstimate:
         size = int(spec.options.get("size_bytes", MiB))
         device = spec.options.get("device", "ram")
-        return MemoryEstimate(weights_bytes=size, kv_cache_bytes=0, overhead_bytes=0, device=device)
+        return MemoryEstimate(weights_bytes=size, kv_cache_bytes=0, overhead_bytes=0, device=device,
+                              load_peak_bytes=int(spec.options.get("load_peak_bytes", 0)))
 
     def load(self, spec: ModelSpec) -> LoadedModel:
         delay = float(spec.options.get("load_s", 0))

@@ -158,9 +158,10 @@ class _ManagerCondition(threading.Condition):
 
 
 def _footprint(estimate: MemoryEstimate) -> Footprint:
+    """What admitting a load needs free: the estimate, or the load's own peak if higher."""
     if estimate.device == "gpu":
-        return Footprint(gpu_bytes=estimate.total_bytes)
-    return Footprint(ram_bytes=estimate.total_bytes)
+        return Footprint(gpu_bytes=estimate.admission_bytes)
+    return Footprint(ram_bytes=estimate.admission_bytes)
 
 
 class ModelManager:
@@ -408,7 +409,7 @@ class ModelManager:
                 if not fits_alone(need, self._limits):
                     device = exceeded_device(need, Footprint(), self._limits)
                     budget = self._limits.ram_bytes if device == "ram" else self._limits.gpu_bytes
-                    raise BudgetExceededError(model_id, estimate.total_bytes, budget or 0, device=device)
+                    raise BudgetExceededError(model_id, estimate.admission_bytes, budget or 0, device=device)
                 victims = pick_victims(need, self._candidates_locked(), self._limits)
                 if victims is None:
                     busy = {mid: e for mid, e in self._resident.items() if e.in_use or e.spec.pinned}
@@ -438,7 +439,7 @@ class ModelManager:
                         else:
                             detail = ""
                         raise BudgetExceededError(
-                            model_id, estimate.total_bytes, budget or 0, device=device, blocked_by=busy,
+                            model_id, estimate.admission_bytes, budget or 0, device=device, blocked_by=busy,
                             detail=detail,
                         )
                     waiters[me] = deadline
