@@ -245,6 +245,13 @@ class Tutor:
                 self.spool.add_turn(fields, session_title=work.message, error=str(exc))
             except OSError as spool_exc:
                 log.error("the spool cannot keep turn %s either: %s", turn_id, spool_exc)
+            return
+        math_record = work.math.record() if work.math is not None and not error else None
+        if math_record is not None:  # the answer key and hints, for the follow-up
+            try:
+                self.store.add_math(turn_id, session_id, math_record)
+            except Exception as exc:  # noqa: BLE001 - the turn is stored; only the key is lost
+                log.warning("storing the math record of turn %s failed (%s)", turn_id, exc)
 
     def _turn_fields(self, work: _TurnWork, session_id: str, turn_id: str, *,
                      record: TurnRecord | None = None, error: MimirError | None = None) -> dict:
@@ -264,9 +271,6 @@ class Tutor:
             tokens_out=record.tokens_out if record else None,
             wall_s=record.wall_s if record else None,
         )
-        math_record = work.math.record() if work.math is not None and not error else None
-        if math_record is not None:
-            self.store.add_math(turn_id, session_id, math_record)
 
     def predict_flags(self, message: str, history: Sequence[ChatMessage] = ()) -> frozenset[Flag]:
         """The decision phase alone (what ``mimir eval --decisions-only`` checks)."""
@@ -376,6 +380,12 @@ class Tutor:
             for flag in decided.flags:
                 work.state.set(flag)
 
+    def _repetition(self) -> dict[str, float]:
+        """The tuned repetition controls ([tutor] repeat_penalty, presence_penalty, frequency_penalty)."""
+        t = self.tutor
+        return {"repeat_penalty": t.repeat_penalty, "presence_penalty": t.presence_penalty,
+                "frequency_penalty": t.frequency_penalty}
+
     def _announce_load(self, event: LoadStarting) -> None:
         """The runner's "load starting" event, as a progress line for the turn's caller."""
         self._status.get()(f"loading model '{event.model_id}' (estimated {format_bytes(event.estimate_bytes)})")
@@ -423,7 +433,7 @@ class Tutor:
             # The response's prefix (identity, segments, history, message), then the
             # thinking instruction last: the response step reuses all of it but the end.
             messages = [*self._shared_prefix(work), ChatMessage("system", self.prompts.segment(segment))]
-            params = GenerationParams(max_tokens=self.tutor.thinking_max_tokens, temperature=0.2)
+            params = GenerationParams(max_tokens=self.tutor.thinking_max_tokens, temperature=0.2, **self._repetition())
             completion = self._run_model("thinking", step, messages, params)
             text = clean_response(completion.text, truncated=completion.finish_reason == "length")
             if text:
@@ -447,7 +457,8 @@ class Tutor:
 
     def _respond(self, work: _TurnWork, on_token: Callable[[str], None]) -> None:
         with self.telemetry.step("response", agent="response") as step:
-            params = GenerationParams(max_tokens=work.max_tokens, temperature=self.tutor.temperature)
+            params = GenerationParams(max_tokens=work.max_tokens, temperature=self.tutor.temperature,
+                                      **self._repetition())
             completion = self._run_model("response", step, self.assemble(work), params, on_token=on_token)
             work.response = completion.text
             work.tokens_in, work.tokens_out = completion.tokens_in, completion.tokens_out
