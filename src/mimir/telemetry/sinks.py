@@ -22,6 +22,7 @@ from mimir.units import format_bytes, format_delta_bytes
 
 if TYPE_CHECKING:
     from mimir.core.events import ModelEvent
+    from mimir.storage.spool import Spool
     from mimir.storage.telemetry_store import TelemetryStore
 
 log = logging.getLogger("mimir.telemetry")
@@ -58,6 +59,8 @@ def format_step_line(record: StepRecord) -> str:
     parts.append(f"gpu={record.gpu_str}")
     if record.tokens_in is not None or record.tokens_out is not None:
         parts.append(f"tokens={record.tokens_in or 0}/{record.tokens_out or 0}")
+    if record.tokens_evaluated is not None:
+        parts.append(f"evaluated={record.tokens_evaluated}")
     parts.append(f"loads={record.loads} evictions={record.evictions}")
     if record.unloads:
         parts.append(f"unloads={record.unloads}")
@@ -184,9 +187,26 @@ class SqliteSink(QueuedSink):
 
     thread_name = "mimir-telemetry-sqlite"
 
-    def __init__(self, store: TelemetryStore):
+    def __init__(self, store: TelemetryStore, spool: Spool | None = None):
         self.store = store
+        #: Where a turn or step goes when the database refuses it (replayed at the next start).
+        self.spool = spool
         super().__init__()
+
+    def _write_one(self, item: tuple[str, Any]) -> None:
+        kind, record = item
+        try:
+            self._write(kind, record)
+        except Exception as exc:
+            self.failed_writes += 1
+            if self.spool is None or kind == "event":
+                log.exception("%s could not write a telemetry %s record", type(self).__name__, kind)
+                return
+            log.warning("telemetry %s record not stored (%s); it goes to the spool", kind, exc)
+            try:
+                self.spool.add_telemetry(record, error=str(exc))
+            except OSError:
+                log.exception("the spool cannot keep a telemetry %s record either", kind)
 
     def on_step(self, record: StepRecord) -> None:
         if record.turn_id is None:
@@ -265,6 +285,7 @@ def step_metrics(record: StepRecord) -> dict[str, float]:
         "gpu_used_mib": _mib(record.gpu_used_after_bytes),
         "tokens_in": record.tokens_in,
         "tokens_out": record.tokens_out,
+        "tokens_evaluated": record.tokens_evaluated,
         "loads": record.loads,
         "evictions": record.evictions,
     }
