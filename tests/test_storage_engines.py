@@ -123,6 +123,30 @@ def test_slots_are_shared_by_every_process_and_freed_when_one_dies(db_target, tm
         assert lease is not None
 
 
+def test_the_per_user_limit_holds_across_instances(db_target):
+    """Two admission queues (two instances) on one database: a user's second turn is refused
+    on the other instance while the first runs, and admitted once it is over."""
+    from mimir.errors import ServerBusyError
+    from mimir.runtime.admission import Admission
+
+    with Database.open(db_target) as a_db, Database.open(db_target) as b_db:
+        a, b = Admission(per_user=1, shared=a_db.try_slot), Admission(per_user=1, shared=b_db.try_slot)
+        ticket = a.enter("user:sam")
+        ticket.wait()
+        with pytest.raises(ServerBusyError) as info:
+            b.enter("user:sam")
+        assert info.value.http_status == 429 and "across every server" in str(info.value)
+        other = b.enter("user:kim")  # another user is not held back
+        other.release()
+        ticket.release()
+        again = b.enter("user:sam")
+        again.wait()
+        with pytest.raises(ServerBusyError):
+            a.enter("user:sam")
+        again.release()
+        a.enter("user:sam").release()
+
+
 # -- the storage URL ------------------------------------------------------------------------------
 def test_default_is_the_sqlite_file_under_home(tmp_path):
     settings = settings_from_dict({}, env={"MIMIR_HOME": str(tmp_path)})

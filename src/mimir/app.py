@@ -150,9 +150,11 @@ class MimirApp:
         from mimir.runtime.admission import Admission
 
         limits = self.settings.limits
+        # Instances sharing a PostgreSQL database share the per-user limit (advisory locks).
+        shared = self.db.try_slot if self.db.engine == "postgresql" else None
         return Admission(
             engine_slots(self.manager, self.settings), max_queue=limits.max_queue,
-            per_user=limits.per_user_concurrency, turn_timeout_s=limits.turn_timeout_s,
+            per_user=limits.per_user_concurrency, turn_timeout_s=limits.turn_timeout_s, shared=shared,
         )
 
     def close(self) -> None:
