@@ -127,6 +127,10 @@ def serve(app: MimirApp, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, 
         print("Sign-in required (auth = \"password\"); /v1 needs an API key (mimir keys create NAME)", file=out,
               flush=True)
     config = uvicorn.Config(server_app, log_level="warning", timeout_graceful_shutdown=5)
+    from mimir.app import redact_log_handlers
+
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn set up its own handlers
+        redact_log_handlers(logging.getLogger(name))
     stop = threading.Event()
     if app.settings.storage.telemetry_retention_s is not None:
         threading.Thread(target=_retention_loop, args=(app, stop), name="mimir-retention", daemon=True).start()
