@@ -16,8 +16,9 @@ Rows, for each engine:
    uses) at once, timed until ``flush()`` returns.
 2. **turn-storage latency** (ms, median and p95): ``ConversationStore.add_turn`` one after
    another, each its own transaction, as a tutor turn stores itself.
-3. **/metrics scrape** (ms, median of 20) with 10,000 stored turns (``--stored``), and on an
-   empty database for the ratio: ``GET /metrics`` through the real FastAPI route. The scrape
+3. **/metrics scrape** (ms, median of 40) with 10,000 stored turns (``--stored``), and on an
+   empty database for the ratio, the two apps scraped alternately: ``GET /metrics`` through
+   the real FastAPI route. The scrape
    reads counters in memory, never the database, so it should not grow with stored turns.
 """
 
@@ -106,8 +107,11 @@ def fill(target: StorageTarget, stored: int) -> None:
             done += chunk
 
 
-def scrape_ms(target: StorageTarget, home: Path, scrapes: int = 20) -> float:
+def scrape_ms(targets: list[StorageTarget], homes: list[Path], scrapes: int = 40) -> list[float]:
+    """Median ms of ``GET /metrics`` on one app per target, the apps scraped alternately
+    (so machine noise hits them alike)."""
     import os
+    from contextlib import ExitStack
 
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
@@ -116,30 +120,35 @@ def scrape_ms(target: StorageTarget, home: Path, scrapes: int = 20) -> float:
     from mimir.app import MimirApp
     from mimir.config import settings_from_dict
 
-    # SQLite: the app's database is home/mimir.db, so home is the target's folder.
-    env = dict(os.environ, MIMIR_HOME=str(target.path.parent if target.engine == "sqlite" else home))
-    if target.engine == "postgresql":
-        env["MIMIR_DATABASE_URL"] = target.url
-        if target.password:
-            env["MIMIR_DATABASE_PASSWORD"] = target.password
-    else:
-        env.pop("MIMIR_DATABASE_URL", None)
     data = {"models": {"m": {"backend": "scripted", "path": "scripted"}}}
-    with MimirApp(settings_from_dict(data, env=env)) as app:
-        if target.engine == "sqlite":
-            assert app.settings.db_path == target.path
-        api = FastAPI()
-        install_ops(api, app)
-        client = TestClient(api)
-        app.db  # opened (and migrated) before timing
-        assert client.get("/metrics").status_code == 200
-        times = []
+    with ExitStack() as stack:
+        clients = []
+        for target, home in zip(targets, homes):
+            # SQLite: the app's database is home/mimir.db, so home is the target's folder.
+            env = dict(os.environ, MIMIR_HOME=str(target.path.parent if target.engine == "sqlite" else home))
+            env.pop("MIMIR_DATABASE_URL", None)
+            if target.engine == "postgresql":
+                env["MIMIR_DATABASE_URL"] = target.url
+                if target.password:
+                    env["MIMIR_DATABASE_PASSWORD"] = target.password
+            app = stack.enter_context(MimirApp(settings_from_dict(data, env=env)))
+            if target.engine == "sqlite":
+                assert app.settings.db_path == target.path
+            api = FastAPI()
+            install_ops(api, app)
+            client = TestClient(api)
+            app.db  # opened (and migrated) before timing
+            for _ in range(3):  # warm up
+                assert client.get("/metrics").status_code == 200
+            clients.append(client)
+        times: list[list[float]] = [[] for _ in clients]
         for _ in range(scrapes):
-            t0 = time.perf_counter()
-            response = client.get("/metrics")
-            times.append((time.perf_counter() - t0) * 1000)
-            assert response.status_code == 200
-    return statistics.median(times)
+            for client, out in zip(clients, times):
+                t0 = time.perf_counter()
+                response = client.get("/metrics")
+                out.append((time.perf_counter() - t0) * 1000)
+                assert response.status_code == 200
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -178,11 +187,11 @@ def main() -> None:
             r: dict[str, object] = {}
             r["throughput"] = telemetry_throughput(target(engine, "throughput"), turns)
             r["latency"] = turn_latency_ms(target(engine, "latency"), min(turns, 1000))
-            empty = target(engine, "empty")
-            r["scrape_empty"] = scrape_ms(empty, work / f"{engine}-home-empty")
-            filled = target(engine, "filled")
+            empty, filled = target(engine, "empty"), target(engine, "filled")
             fill(filled, stored)
-            r["scrape_filled"] = scrape_ms(filled, work / f"{engine}-home-filled")
+            r["scrape_empty"], r["scrape_filled"] = scrape_ms(
+                [empty, filled], [work / f"{engine}-home-empty", work / f"{engine}-home-filled"]
+            )
             results[engine] = r
             print(f"  {engine}: done", file=sys.stderr, flush=True)
 

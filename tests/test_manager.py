@@ -393,3 +393,21 @@ def test_charged_memory_never_exceeds_the_budget_with_many_threads():
     assert len(outcomes) == 6 * 25 and outcomes.count("ok") > 0
     assert events.count("load") == len(reg.loads) and events.count("evict") > 0
     m.close()
+
+
+def test_admission_covers_a_load_that_peaks_above_its_estimate():
+    # b ends up 40 MiB but its load peaks at 80 MiB (a dtype conversion, say): with a
+    # resident beside it, 40 + 40 would fit, 40 + 80 does not, so a goes first.
+    m, reg = manager(scripted("a", 40), scripted("b", 40, load_peak_bytes=80 * MiB), budget_mib=100)
+    events: list = []
+    m.subscribe(events.append)
+    with m.use("a"):
+        pass
+    with m.use("b"):
+        pass
+    assert [(e.kind, e.model_id) for e in events] == [("load", "a"), ("evict", "a"), ("load", "b")]
+    assert m.status().get("b").charged_bytes < 41 * MiB  # after the load: its size, not its load peak
+    too_big = manager(scripted("c", 40, load_peak_bytes=120 * MiB), budget_mib=100)[0]
+    with pytest.raises(BudgetExceededError, match="needs an estimated 120.0MiB"):
+        with too_big.use("c"):
+            pass

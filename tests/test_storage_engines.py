@@ -55,6 +55,20 @@ def test_sessions_and_turns_round_trip(db_target):
         assert db.read("SELECT COUNT(*) FROM turns")[0][0] == 0  # cascade on both engines
 
 
+def test_math_records_round_trip(db_target):
+    with Database.open(db_target) as db:
+        store = ConversationStore(db)
+        sid = store.create_session()
+        store.add_turn(turn_id="m1", session_id=sid, user_message="Solve 2x = 6", response="Try dividing.", status="ok")
+        key = {"statement": "2x = 6", "answer": "3", "hints": ["divide both sides by 2"]}
+        store.add_math("m1", sid, {"skill": "linear", "source": "student", "question": "2x = 6", "key": key,
+                                   "hints_given": 1, "verdict": None, "verdict_detail": None, "open": True})
+        assert store.get_math("m1")["key"] == key and store.get_math("m1")["hints_given"] == 1
+        assert store.open_question(sid)["question"] == "2x = 6"
+        with pytest.raises(IntegrityError):  # the turn must exist, on both engines
+            store.add_math("nope", sid, {"open": False})
+
+
 def test_big_numbers_keep_their_width(db_target):
     """Byte counts beyond 32 bits and time.time() values survive unrounded on both engines."""
     from mimir.storage.telemetry_store import TelemetryStore

@@ -17,8 +17,8 @@ from cache_trees import build_cache  # noqa: E402
 from mimir.app import MimirApp  # noqa: E402
 from mimir.auth.roles import LOCAL_ADMIN, Principal  # noqa: E402
 from mimir.config import settings_from_dict  # noqa: E402
-from mimir.errors import GenerationError, InvalidInputError, NotFoundError  # noqa: E402
-from mimir.ui.chat import WAITING_TEXT, TurnRunner  # noqa: E402
+from mimir.errors import GenerationError, InvalidInputError, NotFoundError, ServerBusyError  # noqa: E402
+from mimir.ui.chat import TurnRunner, waiting_text  # noqa: E402
 from mimir.ui.handlers import Handlers  # noqa: E402
 
 MiB = 1024 * 1024
@@ -85,7 +85,7 @@ def test_start_session_checks_input_before_creating_anything():
         assert runner.start_session("again", sid) == sid
 
 
-def test_a_second_turn_waits_for_the_first_and_says_so():
+def test_a_second_visitors_turn_waits_in_line_and_says_so():
     # Two real turns at once. The first visitor's turn is held inside the tutor pipeline: its
     # model needs memory that a lease on "blocker" holds (the manager waits for it), so it
     # keeps running for as long as the test holds that lease, without any timing.
@@ -95,12 +95,13 @@ def test_a_second_turn_waits_for_the_first_and_says_so():
         alice = runner.start_session("What is summation?", None)
         bob = runner.start_session("Is 7 prime?", None)
         with app.manager.use("blocker"):
-            first = runner.stream("What is summation?", alice)
+            first = runner.stream("What is summation?", alice, user="browser:alice")
             started = next(first)
             assert started.kind == "status" and started.text.startswith("loading model 'default'")
-            second = runner.stream("Is 7 prime?", bob)
+            second = runner.stream("Is 7 prime?", bob, user="browser:bob")
             waiting = next(second)
-            assert (waiting.kind, waiting.text) == ("status", WAITING_TEXT)
+            assert (waiting.kind, waiting.text) == ("status", waiting_text(1))
+            assert app.queue.depth == 1
             assert app.manager.status().get("default") is None  # the first turn is still waiting
         first_events = list(first)
         assert first_events[-1].kind == "done"
@@ -113,6 +114,35 @@ def test_a_second_turn_waits_for_the_first_and_says_so():
         (a_turn,) = app.conversations.turns(alice)
         (b_turn,) = app.conversations.turns(bob)
         assert a_turn.status == b_turn.status == "ok"
+
+
+def test_one_visitor_cannot_run_two_turns_at_once():
+    with scripted_app() as app:
+        runner = TurnRunner(app)
+        session = runner.start_session("first", None)
+        mine = app.queue.enter("browser:me")
+        events = list(runner.stream("second one", session, user="browser:me"))
+        assert [e.kind for e in events] == ["error"]
+        assert isinstance(events[0].error, ServerBusyError) and events[0].error.http_status == 429
+        mine.release()
+
+
+def test_closing_the_page_mid_answer_stops_the_generation_and_frees_the_model():
+    words = " ".join(f"w{i}" for i in range(200))
+    with scripted_app({"replies": [words], "token_s": 0.01}) as app:
+        runner = TurnRunner(app)
+        session = runner.start_session("long answer please", None)
+        stream = runner.stream("long answer please", session, user="browser:me")
+        for event in stream:
+            if event.kind == "text":
+                break
+        stream.close()  # what Gradio does when the page goes away
+        assert app.queue.wait_idle(30)
+        turn = app.conversations.turns(session)[-1]
+        assert turn.status == "failed" and "page was closed" in turn.error
+        assert app.manager.status().get("default").in_use == 0
+        with app.manager.use("default") as model:
+            assert model.tokens_streamed < 200  # stopped within a token of the page closing
 
 
 def test_a_failing_turn_is_an_error_event_and_the_session_goes_on():

@@ -17,12 +17,16 @@ from mimir.config import Settings, load_settings
 from mimir.runtime.manager import ModelManager
 
 if TYPE_CHECKING:
+    from mimir.runtime.admission import Admission
     from mimir.storage.accounts import AccountStore
     from mimir.storage.audit import AuditLog
     from mimir.storage.conversations import ConversationStore
     from mimir.storage.db import Database
+    from mimir.storage.spool import ReplayReport, Spool
     from mimir.tutor.pipeline import Tutor
     from mimir.telemetry.recorder import Telemetry
+
+log = logging.getLogger(__name__)
 
 
 class _built_once(cached_property):
@@ -103,7 +107,44 @@ class MimirApp:
         """The tutor pipeline on this app's manager, telemetry and conversation store."""
         from mimir.tutor.pipeline import Tutor
 
-        return Tutor(self.settings, self.manager, self.telemetry, self.conversations)
+        tutor = Tutor(self.settings, self.manager, self.telemetry, self.conversations, spool=self.spool)
+        self.replay_spool()
+        return tutor
+
+    @_built_once
+    def spool(self) -> Spool:
+        """Turns and telemetry the database refused, kept until it takes them."""
+        from mimir.storage.spool import SPOOL_NAME, Spool
+
+        return Spool(self.settings.home / SPOOL_NAME)
+
+    def replay_spool(self) -> ReplayReport | None:
+        """Store what the spool holds (at each start); what still fails stays for the next."""
+        from mimir.storage.spool import replay_spool
+        from mimir.storage.telemetry_store import TelemetryStore
+        from mimir.telemetry.setup import parse_telemetry_options
+
+        if not self.spool.path.exists():
+            return None
+        store = TelemetryStore(self.db) if parse_telemetry_options(self.settings.telemetry).store else None
+        try:
+            return replay_spool(self.spool, self.conversations, store)
+        except Exception:  # the database is unusable right now: the spool waits for the next start
+            log.exception("replaying the spool %s failed", self.spool.path)
+            return None
+
+    @_built_once
+    def queue(self) -> Admission:
+        """Admission control for turns: a bounded queue served round-robin across users
+        (``[server]`` max_queue, per_user_concurrency, turn_timeout). ``queue.depth`` is the
+        number of turns waiting (the ``mimir_queue_depth`` gauge)."""
+        from mimir.runtime.admission import Admission
+
+        limits = self.settings.limits
+        return Admission(
+            engine_slots(self.manager, self.settings), max_queue=limits.max_queue,
+            per_user=limits.per_user_concurrency, turn_timeout_s=limits.turn_timeout_s,
+        )
 
     def close(self) -> None:
         if "tutor" in self.__dict__:
@@ -121,6 +162,18 @@ class MimirApp:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def engine_slots(manager: ModelManager, settings: Settings) -> int:
+    """Turns that may run at once: the response model's parallel slots where its engine
+    decodes several sequences together (``manager.parallel``), else 1."""
+    parallel = getattr(manager, "parallel", None)
+    if parallel is None:
+        return 1
+    try:
+        return max(1, int(parallel(settings.model_for_role("response"))))
+    except Exception:  # noqa: BLE001 - an unknown engine serves one turn at a time
+        return 1
 
 
 def apply_retention(settings: Settings, db: Database) -> int:

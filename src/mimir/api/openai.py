@@ -25,23 +25,22 @@ of another user's session gets the same 404 as an unknown one.
 
 from __future__ import annotations
 
-import json
 import logging
-import queue
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from fastapi import Request
 from pydantic import BaseModel, Field
 
 from mimir.api.limits import BodyLimit, check_chat_request, error_body
+from mimir.api.turns import run_admitted, sse_stream, user_key
 from mimir.auth.roles import Principal, require
 from mimir.auth.web import principal_of
 from mimir.errors import InvalidInputError, MimirError, UnknownModelError
 from mimir.models.base import ChatMessage, GenerationParams
+from mimir.runtime.admission import TurnControl
 from mimir.tutor.text import clean_user_text
 
 if TYPE_CHECKING:
@@ -50,6 +49,8 @@ if TYPE_CHECKING:
     from mimir.app import MimirApp
 
 TUTOR_MODEL = "mimir-tutor"
+#: Response header: the request's place in line when it was admitted (0: it runs at once).
+QUEUE_HEADER = "X-Mimir-Queue-Position"
 log = logging.getLogger(__name__)
 
 
@@ -79,6 +80,8 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
     seed: int | None = None
+    #: OpenAI's end-user id: turns are queued fairly and limited per user (docs/limits.md).
+    user: str | None = Field(default=None, max_length=256)
     #: Mimir extension: join a stored tutor session ("new" starts one).
     session_id: str | None = None
 
@@ -122,7 +125,7 @@ def install(api: FastAPI, app: MimirApp) -> None:
         )
 
     @api.get("/v1/models")
-    def list_models(request: Request) -> dict:
+    async def list_models(request: Request) -> dict:  # async: never waits for a pool thread
         require(principal_of(request), "chat")
         now = int(time.time())
         ids = [TUTOR_MODEL, *app.settings.models]
@@ -143,11 +146,15 @@ def install(api: FastAPI, app: MimirApp) -> None:
             run = _tutor_runner(app, body, session)
         else:
             run = _model_runner(app, body)
+        # A busy user (429) or a full queue (503) is refused here, before any 200.
+        ticket = app.queue.enter(user_key(who, body, request.client.host if request.client else None))
+        headers = {QUEUE_HEADER: str(ticket.position())}
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if not body.stream:
-            result = await run_in_threadpool(run, lambda text: None)
-            return _completion(completion_id, body.model, result)
-        return StreamingResponse(_sse(completion_id, body.model, run), media_type="text/event-stream")
+            result = await run_admitted(ticket, run, request.receive)
+            return JSONResponse(_completion(completion_id, body.model, result), headers=headers)
+        return StreamingResponse(sse_stream(completion_id, body.model, run, ticket), media_type="text/event-stream",
+                                 headers=headers)
 
 
 def _params(app: MimirApp, body) -> GenerationParams:
@@ -183,7 +190,7 @@ def _tutor_runner(app: MimirApp, body, session: str | None) -> Callable[[Callabl
     history = [ChatMessage(m.role, m.content) for m in messages[:-1]]
     persist = session is not None
 
-    def run(on_token: Callable[[str], None]) -> dict:
+    def run(on_token: Callable[[str], None], control: TurnControl | None = None) -> dict:
         result = app.tutor.run_turn(
             messages[-1].content,
             session,
@@ -191,6 +198,7 @@ def _tutor_runner(app: MimirApp, body, session: str | None) -> Callable[[Callabl
             history=None if persist else history,
             persist=persist,
             max_tokens=body.max_tokens,
+            control=control,
         )
         from mimir.core.records import step_json
 
@@ -217,13 +225,20 @@ def _model_runner(app: MimirApp, body) -> Callable[[Callable[[str], None]], dict
     messages = [ChatMessage(m.role, m.content) for m in body.messages]
     params = _params(app, body)
 
-    def run(on_token: Callable[[str], None]) -> dict:
+    def run(on_token: Callable[[str], None], control: TurnControl | None = None) -> dict:
         with app.telemetry.step("api_completion", agent="api", model=body.model) as step:
+            if control is not None:
+                control.check()
             with app.manager.use(body.model) as model:
                 stream = model.stream(messages, params)
-                for piece in stream:
-                    on_token(piece)
-                completion = stream.completion
+                try:
+                    for piece in stream:
+                        if control is not None:
+                            control.check()  # a client that left stops the generation here
+                        on_token(piece)
+                    completion = stream.completion
+                finally:
+                    stream.close()
             step.add_tokens(completion.tokens_in, completion.tokens_out)
         return {
             "text": completion.text,
@@ -257,53 +272,6 @@ def _completion(completion_id: str, model: str, result: dict) -> dict:
     if "mimir" in result:
         out["mimir"] = result["mimir"]
     return out
-
-
-def _chunk(completion_id: str, model: str, delta: dict, finish_reason: str | None = None) -> str:
-    data = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-    }
-    return f"data: {json.dumps(data)}\n\n"
-
-
-def _sse(completion_id: str, model: str, run: Callable[[Callable[[str], None]], dict]) -> Iterator[str]:
-    """Run the generation in a worker thread and stream its tokens as SSE chunks.
-
-    A failure after the stream started is sent as an ``error`` event (the status line is
-    already out), then ``[DONE]``.
-    """
-    events: queue.Queue = queue.Queue()
-    done = object()
-
-    def work() -> None:
-        try:
-            events.put(("result", run(lambda text: events.put(("token", text)))))
-        except MimirError as exc:
-            events.put(("error", error_body(str(exc), exc.kind)))
-        except Exception as exc:  # never leave the client hanging
-            events.put(("error", error_body(f"{type(exc).__name__}: {exc}", "server_error")))
-        finally:
-            events.put((done, None))
-
-    threading.Thread(target=work, name="mimir-api-stream", daemon=True).start()
-    yield _chunk(completion_id, model, {"role": "assistant", "content": ""})
-    while True:
-        kind, item = events.get()
-        if kind is done:
-            break
-        if kind == "token" and item:
-            yield _chunk(completion_id, model, {"content": item})
-        elif kind == "result":
-            yield _chunk(completion_id, model, {}, item["finish_reason"])
-            if "mimir" in item:
-                yield f"data: {json.dumps({'id': completion_id, 'object': 'mimir.turn', 'mimir': item['mimir']})}\n\n"
-        elif kind == "error":
-            yield f"data: {json.dumps(item)}\n\n"
-    yield "data: [DONE]\n\n"
 
 
 def create_api(app: MimirApp) -> FastAPI:

@@ -38,14 +38,12 @@ class GenerationParams:
     overflow: Literal["trim", "error"] = "trim"
     #: Repetition controls (llama.cpp semantics). ``repeat_penalty`` divides the logits of
     #: tokens seen in the last 64 tokens (1.0 = off); ``presence_penalty``
-    #: and ``frequency_penalty`` subtract a flat and a per-occurrence amount (0.0 = off);
-    #: ``dry_multiplier`` turns on DRY (penalises continuing a sequence that already
-    #: occurred) in engines that have it (0.0 = off). The tutor's defaults were tuned on the
-    #: bundled model (docs/math.md); backends without a control ignore it.
+    #: and ``frequency_penalty`` subtract a flat and a per-occurrence amount (0.0 = off).
+    #: The tutor's defaults were tuned on the bundled model (docs/math.md); backends without
+    #: a control ignore it.
     repeat_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    dry_multiplier: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +90,12 @@ class GenerationStream:
                 self._pieces.append(delta.text)
                 yield delta.text
         self._done = True
+
+    def close(self) -> None:
+        """Stop generating now (the backend's generator is closed, releasing its locks)."""
+        close = getattr(self._deltas, "close", None)
+        if close is not None:
+            close()
 
     @property
     def tokens_out(self) -> int:

@@ -12,6 +12,10 @@ Config::
     url = "http://gpu-box:8000/v1"       # the server's OpenAI base URL
     options = { model = "meta-llama/Llama-3.2-3B-Instruct", api_key_env = "BIG_API_KEY", timeout_s = 120 }
 
+``timeout_s`` bounds each read and the connection; ``deadline_s`` (default 300) bounds a
+whole generation, and no more than ``max_tokens`` streamed pieces are read, whatever the
+server does.
+
 ``score_choices`` asks the server for the log-probabilities of the first answer token
 (``logprobs`` + ``top_logprobs``); a server that does not return them raises a clear error
 (use the ``rules`` decider with such a server). Token counts are estimated locally
@@ -23,15 +27,37 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Iterator, Sequence
 
-from mimir.errors import ConfigError, GenerationError, ModelLoadError
+from mimir.errors import ConfigError, GenerationError, ModelLoadError, TurnTimeoutError
 from mimir.models.base import Backend, ChatMessage, Delta, GenerationParams, LoadedModel
 from mimir.models.spec import MemoryEstimate, ModelSpec
 
 #: A choice absent from the server's top log-probabilities scores this.
 ABSENT_LOGPROB = -100.0
 CHARS_PER_TOKEN = 3.5
+#: A whole generation, however the server paces it (``options.deadline_s``).
+DEFAULT_DEADLINE_S = 300.0
+#: Longest line an event stream may send (a server streaming one endless line is broken).
+MAX_LINE_CHARS = 1024 * 1024
+
+
+def _sse_lines(texts: Iterator[str], url: str, model_id: str) -> Iterator[str]:
+    """Lines of an event stream, each at most ``MAX_LINE_CHARS`` (longer: GenerationError)."""
+    buffer = ""
+    for text in texts:
+        buffer += text
+        while True:
+            cut = buffer.find("\n")
+            if cut < 0:
+                break
+            yield buffer[:cut].rstrip("\r")
+            buffer = buffer[cut + 1 :]
+        if len(buffer) > MAX_LINE_CHARS:
+            raise GenerationError(model_id, f"{url} sent a line longer than {MAX_LINE_CHARS:,} characters")
+    if buffer:
+        yield buffer.rstrip("\r")
 
 
 def _httpx():
@@ -46,6 +72,7 @@ class RemoteModel(LoadedModel):
         self._client = client
         self.model_name = model_name
         self.base_url = spec.source.value.rstrip("/")
+        self.deadline_s = float(spec.options.get("deadline_s", DEFAULT_DEADLINE_S))
 
     def count_tokens(self, text: str) -> int:
         return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
@@ -74,30 +101,63 @@ class RemoteModel(LoadedModel):
         return GenerationError(self.id, f"{self.base_url} answered HTTP {response.status_code}: {message}")
 
     def _generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[Delta]:
+        """Stream from the server, trusting nothing: a 200 that is not an event stream, a line
+        that is not SSE, an event that is not a chunk, a stream that ends without ``[DONE]``,
+        one longer than ``deadline_s`` or one that goes past ``max_tokens`` (a server that
+        ignores it) each end the generation with an error naming the server, or at the cap."""
         httpx = _httpx()
         url = f"{self.base_url}/chat/completions"
+        deadline = time.monotonic() + self.deadline_s
+        pieces = 0
         try:
             with self._client.stream("POST", url, json=self._body(messages, params, stream=True)) as response:
                 if response.status_code != 200:
                     response.read()
                     raise self._error(response)
-                for line in response.iter_lines():
-                    if not line.startswith("data:"):
+                kind = response.headers.get("content-type", "")
+                if not kind.startswith("text/event-stream"):
+                    sample = next(response.iter_text(), "")[:200]
+                    raise GenerationError(self.id, f"{url} answered 200 with {kind or 'no content type'}, not a stream "
+                                                   f"of server-sent events: {sample!r}")
+                finished = False
+                for line in _sse_lines(response.iter_text(), url, self.id):
+                    if time.monotonic() > deadline:
+                        raise TurnTimeoutError(f"the model server {self.base_url}", self.deadline_s)
+                    if not line or line.startswith((":", "event:", "id:", "retry:")):
                         continue
+                    if not line.startswith("data:"):
+                        raise GenerationError(self.id, f"{url} sent a line that is not a server-sent event: {line[:120]!r}")
                     data = line[5:].strip()
                     if data == "[DONE]":
+                        finished = True
                         break
                     try:
                         chunk = json.loads(data)
                     except ValueError:
                         raise GenerationError(self.id, f"{url} sent a malformed stream event: {data[:120]}") from None
+                    if not isinstance(chunk, dict):
+                        raise GenerationError(self.id, f"{url} sent an event that is not a chunk object: {data[:120]}")
                     if "error" in chunk:
                         raise GenerationError(self.id, f"{url}: {chunk['error']}")
-                    if not chunk.get("choices"):
+                    choices = chunk.get("choices")
+                    if not choices:
                         continue
-                    choice = chunk["choices"][0]
+                    choice = choices[0] if isinstance(choices, list) and isinstance(choices[0], dict) else None
+                    if choice is None:
+                        raise GenerationError(self.id, f"{url} sent a chunk without a choice object: {data[:120]}")
                     text = (choice.get("delta") or {}).get("content") or ""
+                    if not isinstance(text, str):
+                        raise GenerationError(self.id, f"{url} sent content that is not text: {data[:120]}")
+                    if choice.get("finish_reason"):
+                        finished = True
+                    if text:
+                        pieces += 1
+                        if pieces > params.max_tokens:  # the server ignores max_tokens: stop reading
+                            yield Delta("", "length")
+                            return
                     yield Delta(text, choice.get("finish_reason"))
+                if not finished:
+                    raise GenerationError(self.id, f"the stream from {url} ended early (no [DONE] and no finish reason)")
         except httpx.HTTPError as exc:
             raise GenerationError(self.id, f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
 

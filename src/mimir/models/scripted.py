@@ -8,9 +8,12 @@ Options (``ModelSpec.options``):
 
 - ``size_bytes``: the estimate (weights part); default 1 MiB;
 - ``alloc_bytes``: bytes actually allocated at load; default ``size_bytes``;
+- ``load_peak_bytes``: the declared peak of the load itself (``MemoryEstimate.load_peak_bytes``);
 - ``replies``: list of reply strings; default ``["ok"]``;
 - ``scores``: mapping choice -> log-prob for ``score_choices``; unknown choices get -10;
 - ``load_s``: seconds a load takes (to exercise concurrent requests);
+- ``token_s``: seconds each streamed token takes (to exercise queues, deadlines and
+  cancellation); ``tokens_streamed`` counts the tokens handed out;
 - ``fail``: an error message; loading raises ``ModelLoadError`` with it;
 - ``fail_on``: generation raises ``GenerationError`` when the last message contains this text;
 - ``device``: ``"ram"`` or ``"gpu"`` (declared only; memory is host memory);
@@ -46,6 +49,8 @@ class ScriptedModel(LoadedModel):
         self._lock = threading.Lock()
         self.calls: list[list[ChatMessage]] = []
         self._ooms_left = int(spec.options.get("oom_generations", 0))
+        self._token_s = float(spec.options.get("token_s", 0))
+        self.tokens_streamed = 0
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -64,6 +69,9 @@ class ScriptedModel(LoadedModel):
             raise GenerationError(self.id, f"scripted failure on {trigger!r}")
         words = reply.split(" ")
         for i, word in enumerate(words[: params.max_tokens]):
+            if self._token_s:
+                time.sleep(self._token_s)  # stands in for decoding a token
+            self.tokens_streamed += 1
             text = word if i == 0 else " " + word
             for stop in params.stop:
                 if stop in text:
@@ -91,7 +99,8 @@ class ScriptedBackend(Backend):
     def estimate(self, spec: ModelSpec) -> MemoryEstimate:
         size = int(spec.options.get("size_bytes", MiB))
         device = spec.options.get("device", "ram")
-        return MemoryEstimate(weights_bytes=size, kv_cache_bytes=0, overhead_bytes=0, device=device)
+        return MemoryEstimate(weights_bytes=size, kv_cache_bytes=0, overhead_bytes=0, device=device,
+                              load_peak_bytes=int(spec.options.get("load_peak_bytes", 0)))
 
     def load(self, spec: ModelSpec) -> LoadedModel:
         delay = float(spec.options.get("load_s", 0))

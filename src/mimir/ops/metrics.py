@@ -85,6 +85,8 @@ class ServerMetrics:
 
     def __init__(self, app: MimirApp, *, queue_depth: Callable[[], int | None] = no_queue):
         pc = prometheus()
+        # No ``*_created`` series: they double the exposition, and Prometheus needs none of them.
+        pc.disable_created_metrics()
         self.registry = pc.CollectorRegistry(auto_describe=False)
         self.sink = MetricsSink(self.registry, models=app.settings.models)
         self.requests = pc.Counter(

@@ -158,9 +158,10 @@ class _ManagerCondition(threading.Condition):
 
 
 def _footprint(estimate: MemoryEstimate) -> Footprint:
+    """What admitting a load needs free: the estimate, or the load's own peak if higher."""
     if estimate.device == "gpu":
-        return Footprint(gpu_bytes=estimate.total_bytes)
-    return Footprint(ram_bytes=estimate.total_bytes)
+        return Footprint(gpu_bytes=estimate.admission_bytes)
+    return Footprint(ram_bytes=estimate.admission_bytes)
 
 
 class ModelManager:
@@ -383,9 +384,17 @@ class ModelManager:
                     return entry
                 ticket = self._loading
                 if ticket is not None:
-                    # One load at a time. If it is our model, its outcome is ours too.
+                    # One load at a time. If it is our model, its outcome is ours too. The
+                    # wait is bounded by load_timeout like every other wait for memory.
                     while not ticket.done:
-                        self._cond.wait()
+                        remaining = deadline - self._clock()
+                        if remaining <= 0:
+                            raise ModelLoadError(
+                                model_id, spec.source.describe(),
+                                f"waited {self._load_timeout_s:g} s (load_timeout) for the load of "
+                                f"'{ticket.model_id}' by another request to finish",
+                            )
+                        self._cond.wait(remaining)
                     if ticket.model_id == model_id and ticket.error is not None:
                         raise ticket.error
                     continue
@@ -400,7 +409,7 @@ class ModelManager:
                 if not fits_alone(need, self._limits):
                     device = exceeded_device(need, Footprint(), self._limits)
                     budget = self._limits.ram_bytes if device == "ram" else self._limits.gpu_bytes
-                    raise BudgetExceededError(model_id, estimate.total_bytes, budget or 0, device=device)
+                    raise BudgetExceededError(model_id, estimate.admission_bytes, budget or 0, device=device)
                 victims = pick_victims(need, self._candidates_locked(), self._limits)
                 if victims is None:
                     busy = {mid: e for mid, e in self._resident.items() if e.in_use or e.spec.pinned}
@@ -430,7 +439,7 @@ class ModelManager:
                         else:
                             detail = ""
                         raise BudgetExceededError(
-                            model_id, estimate.total_bytes, budget or 0, device=device, blocked_by=busy,
+                            model_id, estimate.admission_bytes, budget or 0, device=device, blocked_by=busy,
                             detail=detail,
                         )
                     waiters[me] = deadline

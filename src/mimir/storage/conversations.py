@@ -226,18 +226,27 @@ class ConversationStore:
 
     # -- math records (answer keys, hints, verdicts) ---------------------------------------
     def add_math(self, turn_id: str, session_id: str, record: Mapping[str, Any]) -> None:
-        """Store what the math engine found in a turn (see ``tutor.mathstep.MathNotes.record``)."""
-        with self.db.write() as conn:
-            conn.execute(
-                "INSERT INTO turn_math (turn_id, session_id, created_at, skill, source, question, answer_key_json,"
-                " hints_given, verdict, verdict_detail, is_open) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    turn_id, session_id, time.time(), record.get("skill"), record.get("source"), record.get("question"),
-                    json.dumps(record["key"]) if record.get("key") is not None else None,
-                    int(record.get("hints_given") or 0), record.get("verdict"), record.get("verdict_detail"),
-                    1 if record.get("open") else 0,
-                ),
+        """Store what the math engine found in a turn (see ``tutor.mathstep.MathNotes.record``).
+
+        Retried with backoff if the server connection drops; a retry that meets its own row
+        (the first commit landed) counts as stored."""
+        values = (
+            turn_id, session_id, time.time(), record.get("skill"), record.get("source"), record.get("question"),
+            json.dumps(record["key"]) if record.get("key") is not None else None,
+            int(record.get("hints_given") or 0), record.get("verdict"), record.get("verdict_detail"),
+            1 if record.get("open") else 0,
+        )
+        try:
+            self.db.transact(
+                lambda conn: conn.execute(
+                    "INSERT INTO turn_math (turn_id, session_id, created_at, skill, source, question, answer_key_json,"
+                    " hints_given, verdict, verdict_detail, is_open) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
             )
+        except IntegrityError:
+            if not self.db.read("SELECT 1 FROM turn_math WHERE turn_id = ? AND created_at = ?", (turn_id, values[2])):
+                raise
 
     def get_math(self, turn_id: str) -> dict[str, Any] | None:
         rows = self.db.read("SELECT * FROM turn_math WHERE turn_id = ?", (turn_id,))

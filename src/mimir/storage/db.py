@@ -318,15 +318,30 @@ class SqliteDatabase(Database):
                 raise StorageError(str(self.path), _explain(exc)) from None
             try:
                 yield self._wrapped
+            except sqlite3.IntegrityError:
+                self._rollback()
+                raise  # callers catch constraint violations (a retried insert that landed)
+            except sqlite3.Error as exc:
+                # SQLITE_FULL, IOERR and some others roll the transaction back themselves: a
+                # second ROLLBACK would fail with "cannot rollback" and hide the real cause.
+                self._rollback()
+                raise StorageError(str(self.path), _explain(exc)) from None
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             try:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise StorageError(str(self.path), _explain(exc)) from None
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already."""
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the connection is in trouble; the caller reports the first error
 
     def _read_once(self, sql: str, params) -> list[sqlite3.Row]:
         with self._lock:

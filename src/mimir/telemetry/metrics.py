@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 _MIB = 1024 * 1024
 #: Step latency buckets, seconds: rule decisions take milliseconds, responses tens of seconds.
-DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 #: Peak RSS buckets: powers of two from 64 MiB to 64 GiB.
 RSS_BUCKETS_BYTES = tuple(float(_MIB * 2**i) for i in range(6, 17))
 #: ``model`` label for a step that used no model (a rule-based decision).

@@ -98,7 +98,9 @@ def telemetry_from_settings(settings: Settings, db: Database | None = None) -> T
     if options.store:
         if db is None:
             raise ValueError("telemetry.store is on but no database was given")
-        sinks.append(SqliteSink(TelemetryStore(db)))
+        from mimir.storage.spool import SPOOL_NAME, Spool
+
+        sinks.append(SqliteSink(TelemetryStore(db), spool=Spool(settings.home / SPOOL_NAME)))
     if options.trackio_project:
         sinks.append(TrackioSink(options.trackio_project, run_name=options.trackio_run))
     if options.otel:

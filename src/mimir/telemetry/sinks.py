@@ -22,6 +22,7 @@ from mimir.units import format_bytes, format_delta_bytes
 
 if TYPE_CHECKING:
     from mimir.core.events import ModelEvent
+    from mimir.storage.spool import Spool
     from mimir.storage.telemetry_store import TelemetryStore
 
 log = logging.getLogger("mimir.telemetry")
@@ -184,9 +185,26 @@ class SqliteSink(QueuedSink):
 
     thread_name = "mimir-telemetry-sqlite"
 
-    def __init__(self, store: TelemetryStore):
+    def __init__(self, store: TelemetryStore, spool: Spool | None = None):
         self.store = store
+        #: Where a turn or step goes when the database refuses it (replayed at the next start).
+        self.spool = spool
         super().__init__()
+
+    def _write_one(self, item: tuple[str, Any]) -> None:
+        kind, record = item
+        try:
+            self._write(kind, record)
+        except Exception as exc:
+            self.failed_writes += 1
+            if self.spool is None or kind == "event":
+                log.exception("%s could not write a telemetry %s record", type(self).__name__, kind)
+                return
+            log.warning("telemetry %s record not stored (%s); it goes to the spool", kind, exc)
+            try:
+                self.spool.add_telemetry(record, error=str(exc))
+            except OSError:
+                log.exception("the spool cannot keep a telemetry %s record either", kind)
 
     def on_step(self, record: StepRecord) -> None:
         if record.turn_id is None:

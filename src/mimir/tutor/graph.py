@@ -397,18 +397,34 @@ def draw_chart(data: ChartData | None, out_dir: Path | str) -> ChartResult:
     if problem:
         return ChartResult(None, "", problem, data)
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        import matplotlib  # noqa: F401
     except ImportError:
         raise MissingExtraError("matplotlib", "charts", "drawing charts") from None
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = _unique_png(out)
+    try:
+        _draw(data, path)
+    except Exception as exc:  # noqa: BLE001 - a chart that cannot be drawn never fails the turn
+        path.unlink(missing_ok=True)
+        return ChartResult(None, "", f"the chart could not be drawn ({type(exc).__name__}: {exc})"[:300], data)
+    return ChartResult(path, describe_chart(data), None, data)
+
+
+def _plain(text: str) -> str:
+    """Text Matplotlib shows as written: ``$`` would start mathtext (and a bad formula raises)."""
+    return text.replace("$", r"\$")
+
+
+def _draw(data: ChartData, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=FIGURE_SIZE_IN, dpi=FIGURE_DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    labels = list(data.labels)
+    labels = [_plain(label) for label in data.labels]
     values = list(data.values)
     if data.kind == "bar":
         ax.bar(range(len(values)), values, color="#4C72B0")
@@ -422,12 +438,11 @@ def draw_chart(data: ChartData | None, out_dir: Path | str) -> ChartResult:
         ax.pie(values, labels=labels, autopct="%1.0f%%", startangle=90, counterclock=False)
         ax.set_aspect("equal")
     if data.title:
-        ax.set_title(data.title)
+        ax.set_title(_plain(data.title))
     if data.kind != "pie" and data.percent:
         ax.set_ylabel("%")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=FIGURE_DPI)
-    return ChartResult(path, describe_chart(data), None, data)
 
 
 def make_chart(message: str, out_dir: Path | str, *, model_output: str | None = None) -> ChartResult:

@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from mimir.config import Settings
 from mimir.errors import DeviceOutOfMemoryError, GenerationError, MimirError
 from mimir.models.base import ChatMessage, GenerationParams
+from mimir.runtime.admission import TurnControl
 from mimir.runtime.manager import ModelManager
 from mimir.storage.conversations import ConversationStore, new_id
+from mimir.storage.spool import SPOOL_NAME, Spool
 from mimir.telemetry.recorder import Telemetry
 from mimir.core.records import TurnRecord
 from mimir.mathcheck.worker import MathWorker
@@ -102,17 +104,23 @@ class Tutor:
         telemetry: Telemetry,
         store: ConversationStore,
         prompts: PromptLibrary | None = None,
+        spool: Spool | None = None,
     ):
         self.settings = settings
         self.tutor = settings.tutor
         self.manager = manager
         self.telemetry = telemetry
         self.store = store
+        #: Where a finished turn goes when the database refuses it (replayed at the next start).
+        self.spool = spool or Spool(settings.home / SPOOL_NAME)
         self.prompts = prompts or PromptLibrary(settings.tutor.prompts_dir)
         self.charts_dir = settings.home / "charts"
         # The running turn's progress callback; per context so concurrent turns never mix.
         self._status: contextvars.ContextVar[Callable[[str], None]] = contextvars.ContextVar(
             "mimir_turn_status", default=lambda text: None
+        )
+        self._control: contextvars.ContextVar[TurnControl | None] = contextvars.ContextVar(
+            "mimir_turn_control", default=None
         )
         self.deciders = Deciders(
             self.prompts, manager, dict(settings.tutor.deciders), before_model_use=self._announce_load
@@ -138,13 +146,19 @@ class Tutor:
         history: Sequence[ChatMessage] | None = None,
         persist: bool = True,
         max_tokens: int | None = None,
+        control: TurnControl | None = None,
     ) -> TurnResult:
         """Run one turn. ``on_token`` receives streamed response text; ``on_status`` short
         progress lines ("loading model 'default' (est. 352.0MiB)").
 
         ``history`` replaces the session's stored history, and ``persist=False`` stores no
         session or turn (both for ``mimir eval``); telemetry is recorded either way.
-        ``max_tokens`` overrides ``[tutor] response_max_tokens`` for this turn.
+        ``max_tokens`` overrides ``[tutor] response_max_tokens`` for this turn. ``control``
+        stops the turn (cancelled, or past its deadline) before the next step or token.
+
+        If storing the finished turn fails, the answer is still returned, with a notice, and
+        the turn goes to the spool (:mod:`mimir.storage.spool`) to be stored at the next start.
+        Ctrl-C and ``SystemExit`` pass through unchanged (the turn is stored as failed first).
         """
         cleaned = clean_user_text(message)  # raises InvalidInputError before anything else
         if persist:
@@ -163,22 +177,30 @@ class Tutor:
         if self.math.worker is not None:
             self.math.worker.start()  # no-op when running; else sympy imports while the turn decides
         status_token = self._status.set(on_status or (lambda text: None))
+        control_token = self._control.set(control)
         try:
             with self.telemetry.turn(session_id=session_id, turn_id=turn_id) as turn:
                 self._run_steps(work, session_id, on_token or (lambda text: None))
         except BaseException as exc:
-            error = exc if isinstance(exc, MimirError) else GenerationError("pipeline", f"{type(exc).__name__}: {exc}")
+            interrupt = not isinstance(exc, Exception)  # Ctrl-C, SystemExit: never swallowed
+            if isinstance(exc, MimirError):
+                error = exc
+            elif interrupt:
+                error = GenerationError("pipeline", f"interrupted ({type(exc).__name__})")
+            else:
+                error = GenerationError("pipeline", f"{type(exc).__name__}: {exc}")
             if persist:
-                self._store(work, session_id, turn_id, error=error)
+                self._store_safely(work, session_id, turn_id, error=error)
             self.telemetry.flush()
-            if error is exc:
+            if error is exc or interrupt:
                 raise
             raise error from exc
         finally:
             self._status.reset(status_token)
+            self._control.reset(control_token)
         record = turn.record
         if persist:
-            self._store(work, session_id, turn_id, record=record)
+            self._store_safely(work, session_id, turn_id, record=record)
         return TurnResult(
             session_id=session_id,
             turn_id=turn_id,
@@ -194,10 +216,35 @@ class Tutor:
             verdict=work.math.verdict_name if work.math else None,
         )
 
-    def _store(self, work: _TurnWork, session_id: str, turn_id: str, *,
-               record: TurnRecord | None = None, error: MimirError | None = None) -> None:
-        """Store the turn: ``ok`` with its telemetry totals, or ``failed`` with the error."""
-        self.store.add_turn(
+    def _store_safely(self, work: _TurnWork, session_id: str, turn_id: str, *,
+                      record: TurnRecord | None = None, error: MimirError | None = None) -> None:
+        """Store the turn; if the database refuses (locked, full, read-only, gone), keep it in
+        the spool instead and tell the student their answer was not saved yet."""
+        fields = self._turn_fields(work, session_id, turn_id, record=record, error=error)
+        try:
+            self.store.add_turn(**fields)
+        except Exception as exc:  # noqa: BLE001 - any storage failure: the answer must survive it
+            log.warning("storing turn %s failed (%s); it goes to the spool", turn_id, exc)
+            notice = ("This answer could not be saved right now (the database refused it); it is kept "
+                      "and will be stored when Mimir next starts.")
+            work.notices.append(notice)
+            fields["notices"] = list(work.notices)
+            try:
+                self.spool.add_turn(fields, session_title=work.message, error=str(exc))
+            except OSError as spool_exc:
+                log.error("the spool cannot keep turn %s either: %s", turn_id, spool_exc)
+            return
+        math_record = work.math.record() if work.math is not None and not error else None
+        if math_record is not None:  # the answer key and hints, for the follow-up
+            try:
+                self.store.add_math(turn_id, session_id, math_record)
+            except Exception as exc:  # noqa: BLE001 - the turn is stored; only the key is lost
+                log.warning("storing the math record of turn %s failed (%s)", turn_id, exc)
+
+    def _turn_fields(self, work: _TurnWork, session_id: str, turn_id: str, *,
+                     record: TurnRecord | None = None, error: MimirError | None = None) -> dict:
+        """The stored turn: ``ok`` with its telemetry totals, or ``failed`` with the error."""
+        return dict(
             turn_id=turn_id,
             session_id=session_id,
             user_message=work.message,
@@ -207,14 +254,11 @@ class Tutor:
             flags=work.state.active(),
             tool_output_path=work.chart_path,
             tool_description=work.chart_description,
-            notices=work.notices,
+            notices=list(work.notices),
             tokens_in=record.tokens_in if record else None,
             tokens_out=record.tokens_out if record else None,
             wall_s=record.wall_s if record else None,
         )
-        math_record = work.math.record() if work.math is not None and not error else None
-        if math_record is not None:
-            self.store.add_math(turn_id, session_id, math_record)
 
     def predict_flags(self, message: str, history: Sequence[ChatMessage] = ()) -> frozenset[Flag]:
         """The decision phase alone (what ``mimir eval --decisions-only`` checks)."""
@@ -224,6 +268,7 @@ class Tutor:
     # -- the steps -----------------------------------------------------------------------
     def _run_steps(self, work: _TurnWork, session_id: str, on_token: Callable[[str], None]) -> None:
         tel = self.telemetry
+        self._check()
         if work.history is None:
             with tel.step("history", agent="storage"):
                 work.history = self._history(session_id)
@@ -239,7 +284,9 @@ class Tutor:
         if self.tutor.thinking:
             for name, flag, segment in THINKING_STEPS:
                 if work.state.is_on(flag):
+                    self._check()
                     self._think(work, name, segment)
+        self._check()
         gate = self.math.gate(work.math, on_token)  # holds each sentence back until checked
         self._respond(work, gate.feed)
         gate.close()
@@ -321,6 +368,12 @@ class Tutor:
             for flag in decided.flags:
                 work.state.set(flag)
 
+    def _repetition(self) -> dict[str, float]:
+        """The tuned repetition controls ([tutor] repeat_penalty, presence_penalty, frequency_penalty)."""
+        t = self.tutor
+        return {"repeat_penalty": t.repeat_penalty, "presence_penalty": t.presence_penalty,
+                "frequency_penalty": t.frequency_penalty}
+
     def _announce_load(self, model_id: str) -> None:
         if self.manager.status().get(model_id) is None:
             try:
@@ -350,13 +403,24 @@ class Tutor:
                      completion.truncated_input)
         return completion
 
-    @staticmethod
-    def _stream(model, messages, params, on_token):
+    def _check(self) -> None:
+        """Stop here if the running turn was cancelled or ran past its deadline."""
+        control = self._control.get()
+        if control is not None:
+            control.check()
+
+    def _stream(self, model, messages, params, on_token):
+        """Stream one generation; the turn's control is checked on every token, and a stopped
+        generation is closed at once, so its model lease and locks are free within a token."""
         stream = model.stream(messages, params)
-        for piece in stream:
-            if on_token is not None:
-                on_token(strip_special_tokens(piece))
-        return stream.completion
+        try:
+            for piece in stream:
+                self._check()
+                if on_token is not None:
+                    on_token(strip_special_tokens(piece))
+            return stream.completion
+        finally:
+            stream.close()
 
     def _graph_tool(self, work: _TurnWork, step) -> None:
         """A chart from the student's numbers; failing that, from data the model writes as
@@ -386,7 +450,7 @@ class Tutor:
                 *work.history[-2:],
                 ChatMessage("user", work.message),
             ]
-            params = GenerationParams(max_tokens=self.tutor.thinking_max_tokens, temperature=0.2)
+            params = GenerationParams(max_tokens=self.tutor.thinking_max_tokens, temperature=0.2, **self._repetition())
             completion = self._generate("thinking", step, messages, params)
             text = clean_response(completion.text, truncated=completion.finish_reason == "length")
             if text:
@@ -406,7 +470,8 @@ class Tutor:
 
     def _respond(self, work: _TurnWork, on_token: Callable[[str], None]) -> None:
         with self.telemetry.step("response", agent="response") as step:
-            params = GenerationParams(max_tokens=work.max_tokens, temperature=self.tutor.temperature)
+            params = GenerationParams(max_tokens=work.max_tokens, temperature=self.tutor.temperature,
+                                      **self._repetition())
             completion = self._generate("response", step, self.assemble(work), params, on_token=on_token)
             work.response = completion.text
             work.tokens_in, work.tokens_out = completion.tokens_in, completion.tokens_out

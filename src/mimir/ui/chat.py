@@ -1,14 +1,16 @@
-"""Running tutor turns for the web app: one at a time, in a worker thread, streamed.
+"""Running tutor turns for the web app: through the admission queue, in a worker thread, streamed.
 
-``TurnRunner.stream(message, session_id)`` yields :class:`ChatEvent` values as the turn
-progresses: ``status`` lines ("loading model 'default' (estimated 352.0MiB)"), ``text``
-pieces of the answer, then one ``done`` (with the ``TurnResult``) or ``error`` (with the
-exception). The turn runs in its own thread so the page streams while the model works; a
-browser that goes away mid-answer does not stop the turn (it is stored as usual).
+``TurnRunner.stream(message, session_id, user=...)`` yields :class:`ChatEvent` values as the
+turn progresses: ``status`` lines ("you are #2 in line", "loading model 'default' (estimated
+352.0MiB)"), ``text`` pieces of the answer, then one ``done`` (with the ``TurnResult``) or
+``error`` (with the exception). The turn runs in its own thread so the page streams while the
+model works.
 
-Turns run one at a time (``_turn_lock``): the tutor keeps per-turn callbacks on itself and
-the bundled model serves one generation at a time, so a second visitor's turn waits, and is
-told so, instead of mixing with the first.
+Turns wait in the app's admission queue (:mod:`mimir.runtime.admission`), served round-robin
+across users (the signed-in user, else the browser session), with the same limits as the
+API: a second turn of one user is refused while the first runs, a full queue is refused, and
+a waiting visitor sees their place in line. A page that goes away (the event's generator is
+closed) cancels the turn: generation stops at the next token and frees the model.
 """
 
 from __future__ import annotations
@@ -20,13 +22,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from mimir.errors import MimirError
+
 if TYPE_CHECKING:
     from mimir.app import MimirApp
+    from mimir.runtime.admission import Ticket
     from mimir.tutor.pipeline import TurnResult
 
 log = logging.getLogger(__name__)
 
-WAITING_TEXT = "waiting for another visitor's answer to finish"
+
+
+def waiting_text(place: int) -> str:
+    """The status line of a turn waiting in line (1: next)."""
+    return f"you are #{place} in line" + (" (next)" if place == 1 else "")
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,6 @@ class ChatEvent:
 class TurnRunner:
     def __init__(self, app: MimirApp):
         self.app = app
-        self._turn_lock = threading.Lock()
 
     def start_session(self, message: str, session_id: str | None, *, owner_id: str | None = None) -> str:
         """The session this message goes to: ``session_id`` (which must exist) or a new one
@@ -57,16 +65,29 @@ class TurnRunner:
         self.app.conversations.get_session(session_id)  # NotFoundError if it was deleted
         return session_id
 
-    def stream(self, message: str, session_id: str) -> Iterator[ChatEvent]:
+    def stream(self, message: str, session_id: str, *, user: str = "local") -> Iterator[ChatEvent]:
         """Run one turn in a worker thread; yield its events until ``done`` or ``error``.
 
         Consecutive text pieces that arrived while the consumer was busy come as one event.
+        Closing the generator before the end cancels the turn.
         """
+        try:
+            ticket = self.app.queue.enter(user)
+        except MimirError as exc:  # busy user or full queue: nothing started
+            yield ChatEvent("error", error=exc)
+            return
         events: queue.SimpleQueue[ChatEvent] = queue.SimpleQueue()
         worker = threading.Thread(
-            target=self._work, args=(message, session_id, events), name="mimir-ui-turn", daemon=True
+            target=self._work, args=(message, session_id, events, ticket), name="mimir-ui-turn", daemon=True
         )
         worker.start()
+        try:
+            yield from self._events(events)
+        finally:
+            ticket.cancel("the page was closed")  # no effect once the turn is over
+
+    @staticmethod
+    def _events(events: queue.SimpleQueue[ChatEvent]) -> Iterator[ChatEvent]:
         while True:
             event = events.get()
             if event.kind == "text":
@@ -89,33 +110,31 @@ class TurnRunner:
             if event.kind in ("done", "error"):
                 return
 
-    def _work(self, message: str, session_id: str, events: queue.SimpleQueue[ChatEvent]) -> None:
-        if not self._turn_lock.acquire(blocking=False):
-            events.put(ChatEvent("status", WAITING_TEXT))
-            self._turn_lock.acquire()
+    def _work(self, message: str, session_id: str, events: queue.SimpleQueue[ChatEvent], ticket: Ticket) -> None:
         try:
+            ticket.wait(on_position=lambda place: events.put(ChatEvent("status", waiting_text(place))))
             result = self.app.tutor.run_turn(
                 message,
                 session_id,
                 on_token=lambda text: events.put(ChatEvent("text", text)),
                 on_status=lambda text: events.put(ChatEvent("status", text)),
+                control=ticket.control,
             )
         except BaseException as exc:  # noqa: BLE001 - handed to the page, which shows it
             if not isinstance(exc, Exception):
                 log.warning("turn interrupted: %r", exc)
-            else:
-                from mimir.errors import MimirError
-
-                if not isinstance(exc, MimirError):
-                    log.exception("turn failed with an unexpected error")
+            elif not isinstance(exc, MimirError):
+                log.exception("turn failed with an unexpected error")
+            ticket.release()
             self._flush()
-            self._turn_lock.release()
             events.put(ChatEvent("error", error=exc))
+            if not isinstance(exc, Exception):
+                raise  # Ctrl-C and SystemExit are not the page's to keep
             return
+        ticket.release()
         # Steps are written by the telemetry writer thread: the Memory tab sees this turn
         # as soon as the page does.
         self._flush()
-        self._turn_lock.release()
         events.put(ChatEvent("done", result=result))
 
     def _flush(self) -> None:

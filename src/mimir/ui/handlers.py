@@ -114,7 +114,8 @@ class Handlers:
         answer = ""
         status = render.status_message("thinking…", pending=True)
         yield [*shown, status], "", "", session_id, gr.skip()
-        for event in self.runner.stream(message, session_id):
+        user = f"user:{who.user_id}" if who.user_id else f"browser:{getattr(request, 'session_hash', None) or 'local'}"
+        for event in self.runner.stream(message, session_id, user=user):
             if event.kind == "status":
                 status = render.status_message(event.text, pending=True)
                 yield [*shown, *([{"role": "assistant", "content": answer}] if answer else []), status], gr.skip(), \

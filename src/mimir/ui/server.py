@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -126,7 +128,9 @@ def serve(app: MimirApp, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, 
     if app.settings.auth.required:
         print("Sign-in required (auth = \"password\"); /v1 needs an API key (mimir keys create NAME)", file=out,
               flush=True)
-    config = uvicorn.Config(server_app, log_level="warning", timeout_graceful_shutdown=5)
+    grace_s = app.settings.limits.shutdown_timeout_s
+    # Uvicorn waits this long for open responses: the drain's deadline plus time to send the end.
+    config = uvicorn.Config(server_app, log_level="warning", timeout_graceful_shutdown=int(grace_s) + 5)
     from mimir.app import redact_log_handlers
 
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn set up its own handlers
@@ -134,9 +138,46 @@ def serve(app: MimirApp, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, 
     stop = threading.Event()
     if app.settings.storage.telemetry_retention_s is not None:
         threading.Thread(target=_retention_loop, args=(app, stop), name="mimir-retention", daemon=True).start()
+    server = _draining_server(uvicorn, config, app, grace_s)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         stop.set()
         sock.close()
+        # Turns still running (the server was forced, or a response outlived its grace) are
+        # stopped and stored before the database closes; then telemetry is flushed and closed.
+        app.queue.drain(0)
+        if not app.queue.wait_idle(30):
+            log.warning("turns still running at exit; they are not stored")
         app.close()
+    # Only now, with the database closed, the signal that stopped the server takes its usual
+    # effect (uvicorn would raise it before our cleanup ran).
+    for sig in reversed(server.deferred_signals):
+        signal.raise_signal(sig)
+
+
+def _draining_server(uvicorn, config, app: MimirApp, grace_s: float):
+    """A uvicorn server that, on Ctrl-C or SIGTERM, stops admitting turns at once (503) and
+    gives the running ones ``grace_s`` (``[server] shutdown_timeout``) to finish before they
+    are stopped; uvicorn meanwhile stops accepting connections and waits for open responses."""
+
+    class DrainingServer(uvicorn.Server):
+        draining = False
+        deferred_signals: list[int] = []
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                try:
+                    yield
+                finally:  # keep the signals for after the cleanup instead of raising them now
+                    self.deferred_signals = list(self._captured_signals)
+                    self._captured_signals.clear()
+
+        def handle_exit(self, sig, frame) -> None:
+            if not self.draining:
+                self.draining = True
+                threading.Thread(target=app.queue.drain, args=(grace_s,), name="mimir-drain", daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(config)
