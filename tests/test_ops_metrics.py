@@ -139,3 +139,19 @@ def test_server_keys_are_checked_when_settings_load():
         settings_from_dict({"server": {"metrics": "yes"}})
     with pytest.raises(ConfigError, match="server.ready_timeout"):
         settings_from_dict({"server": {"ready_timeout": "soon"}})
+
+
+def test_queue_depth_is_the_admission_queues_waiting_turns():
+    with _scripted_app() as app:
+        client = _client(app)
+        assert _value(_samples(client.get("/metrics").text)["mimir_queue_depth"], "mimir_queue_depth") == 0
+        running = app.queue.enter("ada")
+        running.wait()  # holds the only slot
+        waiting = [app.queue.enter(user) for user in ("bo", "cy")]
+        try:
+            depth = _samples(client.get("/metrics").text)["mimir_queue_depth"]
+            assert _value(depth, "mimir_queue_depth") == 2 == app.queue.depth
+        finally:
+            for ticket in (*waiting, running):
+                ticket.release()
+        assert _value(_samples(client.get("/metrics").text)["mimir_queue_depth"], "mimir_queue_depth") == 0

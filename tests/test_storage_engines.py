@@ -326,3 +326,20 @@ def test_a_turn_survives_a_server_restart_in_its_middle(postgres_server, postgre
         assert [s.step_id for s in steps] == [s.step_id for s in result.telemetry.steps]
         assert any(e.kind == "load" for s in steps for e in s.events)
         assert [t.turn_id for t in stored.turns(last=5)] == [result.turn_id]
+
+
+def test_a_migration_from_another_instance_does_not_break_running_queries(postgres_url):
+    """A rolling upgrade: instance B adds a column while instance A keeps reading the table."""
+    with Database.open(postgres_url) as a:
+        store = ConversationStore(a)
+        sid = store.create_session()
+        store.add_turn(turn_id="r1", session_id=sid, user_message="q", response="a", status="ok")
+        for _ in range(8):  # often enough that a driver would have prepared the statement
+            store.get_turn("r1")
+
+        def m900_extra(conn):
+            conn.execute("ALTER TABLE turns ADD COLUMN extra TEXT")
+
+        with Database.open(postgres_url, migrations=[*MIGRATIONS, ("m900_extra", m900_extra)]):
+            pass
+        assert store.get_turn("r1").id == "r1"

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mimir.runtime.admission import Admission
     from mimir.storage.accounts import AccountStore
     from mimir.storage.audit import AuditLog
+    from mimir.runtime.runner import Runner
     from mimir.storage.conversations import ConversationStore
     from mimir.storage.db import Database
     from mimir.storage.spool import ReplayReport, Spool
@@ -56,6 +57,13 @@ class MimirApp:
     @_built_once
     def manager(self) -> ModelManager:
         return ModelManager.from_settings(self.settings)
+
+    @_built_once
+    def runner(self) -> Runner:
+        """The one door to the models: every generation and scoring goes through it."""
+        from mimir.runtime.runner import Runner
+
+        return Runner(self.manager)
 
     @_built_once
     def db(self) -> Database:
@@ -107,7 +115,8 @@ class MimirApp:
         """The tutor pipeline on this app's manager, telemetry and conversation store."""
         from mimir.tutor.pipeline import Tutor
 
-        tutor = Tutor(self.settings, self.manager, self.telemetry, self.conversations, spool=self.spool)
+        tutor = Tutor(self.settings, self.manager, self.telemetry, self.conversations, spool=self.spool,
+                      runner=self.runner)
         self.replay_spool()
         return tutor
 

@@ -65,6 +65,9 @@ class StepRecord:
     wall_s: float = step_field(required=True, sql="REAL")
     tokens_in: int | None = step_field()
     tokens_out: int | None = step_field()
+    #: Prompt tokens the engine actually evaluated; the rest of ``tokens_in`` came from its
+    #: prompt cache (a prefix shared with an earlier step or turn). None: not reported.
+    tokens_evaluated: int | None = step_field()
     rss_before_bytes: int | None = step_field()
     rss_after_bytes: int | None = step_field()
     #: Highest RSS seen between the start and the end of the step (sampled, plus the
