@@ -103,10 +103,15 @@ def _restore_latex(text: str, spans: list[str]) -> str:
     return _HOLE_RX.sub(lambda m: spans[int(m.group(1))], text)
 
 
+_MARKUP = re.compile(r"[*_#`>]+")
+_SPACES = re.compile(r"\s+")
+_ONLY_MATH = re.compile(r"(?:<math\d+>\s*)+")
+
+
 def _sentence_key(sentence: str) -> str:
     key = _LIST_MARKER.sub("", sentence)
-    key = re.sub(r"[*_#`>]+", "", key).lower()
-    key = re.sub(r"\s+", " ", key).strip(" .!?;:,")
+    key = _MARKUP.sub("", key).lower()
+    key = _SPACES.sub(" ", key).strip(" .!?;:,")
     return key
 
 
@@ -187,7 +192,7 @@ def repeated_sentences(text: str) -> int:
     for line in held.split("\n"):
         for sentence in _SENTENCE_SPLIT.split(line.strip()):
             key = _sentence_key(_HOLE_RX.sub(lambda m: f"<math{m.group(1)}>", sentence))
-            if len(key) >= _MIN_DEDUP_CHARS and not re.fullmatch(r"(?:<math\d+>\s*)+", key) and seen.repeats(key):
+            if len(key) >= _MIN_DEDUP_CHARS and not _ONLY_MATH.fullmatch(key) and seen.repeats(key):
                 count += 1
     return count
 
@@ -209,7 +214,7 @@ def remove_repetition(text: str) -> str:
         kept: list[str] = []
         for sentence in _SENTENCE_SPLIT.split(body):
             key = _sentence_key(_HOLE_RX.sub(lambda m: f"<math{m.group(1)}>", sentence))
-            if len(key) >= _MIN_DEDUP_CHARS and not re.fullmatch(r"(?:<math\d+>\s*)+", key):
+            if len(key) >= _MIN_DEDUP_CHARS and not _ONLY_MATH.fullmatch(key):
                 if seen.repeats(key):
                     continue
             kept.append(sentence)

@@ -84,6 +84,12 @@ def _clean(text: str) -> tuple[str, list[str]]:
     return _BLANK_LINES.sub("\n\n", cleaned).strip(), changes
 
 
+def clean_text(text: str) -> str:
+    """The cleaning every message gets, without a cap or the empty-message check (for plain
+    completions through the API, whose content the caller owns)."""
+    return _clean(text)[0]
+
+
 def _cut(text: str, max_chars: int) -> str:
     """The first ``max_chars`` characters, ending at a space when one is near the end."""
     cut = text[:max_chars]
