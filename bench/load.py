@@ -4,8 +4,8 @@ Run: ``.venv/bin/python bench/load.py [--users 30] [--seconds 120] [--url URL] [
 
 Without ``--url`` it starts ``mimir serve --port 0`` on the bundled model in a temporary
 ``MIMIR_HOME`` (budget ``--budget``, default 1.5GiB) and stops it at the end. Each student is a
-thread using the real ``openai`` client: multi-turn tutor sessions (``session_id``), half of the
-turns streamed, some plain model completions. Mixed in, on purpose: malformed requests (400
+thread using the real ``openai`` client: multi-turn tutor sessions (``session_id``, answers of
+up to 96 tokens), half of the turns streamed, some plain model completions. Mixed in, on purpose: malformed requests (400
 expected), oversized ones (413 expected), the 20 KB history of newlines that once froze the
 server, and streams the client abandons after the first token. Meanwhile one thread asks
 ``GET /v1/models`` every 0.2 s (health latency), and another samples the server's RSS (its
@@ -49,7 +49,11 @@ QUESTIONS = [
     "Explain subject-verb agreement.",
 ]
 FOLLOW_UPS = ["Can you explain that more simply?", "I think it is 4", "Give me another one", "Why?"]
-TIMEOUT_S = 180.0
+#: A request with no answer by then counts as a hang. Turns queue behind each other on one
+#: model (30 students x a few seconds each), so this is generous.
+TIMEOUT_S = 600.0
+#: Tokens per tutor answer in the load test: keeps the line moving on a small machine.
+TUTOR_MAX_TOKENS = 96
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -132,7 +136,8 @@ class Student(threading.Thread):
         message = self.rng.choice(QUESTIONS if first or self.rng.random() < 0.3 else FOLLOW_UPS)
         extra = {"session_id": self.session or "new"}
         stream = self.rng.random() < 0.5
-        self._complete("mimir-tutor", [{"role": "user", "content": message}], stream, extra, remember=True)
+        self._complete("mimir-tutor", [{"role": "user", "content": message}], stream, extra, remember=True,
+                       max_tokens=TUTOR_MAX_TOKENS)
 
     def plain_completion(self) -> None:
         messages = [{"role": "user", "content": self.rng.choice(QUESTIONS)}]
