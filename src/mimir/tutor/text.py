@@ -21,6 +21,7 @@ DEFAULT_MAX_CHARS = 8000
 #: Earlier messages kept for a turn (the tutor reads the last few; the context guard the rest).
 DEFAULT_MAX_HISTORY_MESSAGES = 20
 
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _BLANK_LINES = re.compile(r"\n{3,}")
 #: Category Cc (C0, DEL, C1) minus tab and newline; carriage returns are turned into newlines first.
@@ -51,7 +52,7 @@ class CleanText:
 def _join_surrogate_pairs(text: str) -> str:
     """Surrogate pairs that arrived as two code points (from JSON escapes) become one character;
     lone surrogates stay (one round trip through UTF-16, in C)."""
-    if not _LONE_SURROGATE.search(text):
+    if not _SURROGATE_PAIR.search(text):
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
