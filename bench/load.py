@@ -11,8 +11,12 @@ server, and streams the client abandons after the first token. Meanwhile one thr
 ``GET /v1/models`` every 0.2 s (health latency), and another samples the server's RSS (its
 process, found by the port) and ``mimir_queue_depth`` from ``/metrics``.
 
-Outcomes: ``ok`` (answered), ``abandoned`` (the client left on purpose), ``refused`` (an
-expected 4xx for a bad request, or 429/503 with Retry-After: the queue doing its job), and
+Students start no request after ``--seconds``; answers still in flight ``--grace`` seconds
+later (default 60) are hung up, as students leave when the class ends (``cut_at_end``; the
+server cancels those turns).
+
+Outcomes: ``ok`` (answered), ``abandoned`` (the client left on purpose), ``cut_at_end``,
+``refused`` (an expected 4xx for a bad request, or 429/503 with Retry-After: the queue doing its job), and
 ``errors``: anything unexpected (another 5xx, a wrong status, a hang, a stream that broke
 without ``[DONE]``). Targets on the bundled model: 0 errors, peak RSS within the budget,
 ``/v1/models`` p99 < 0.2 s throughout.
@@ -97,8 +101,13 @@ class Student(threading.Thread):
         self.client = openai.OpenAI(base_url=url + "/v1", api_key="load-test", max_retries=0, timeout=TIMEOUT_S)
         self.session: str | None = None
 
+    def close(self) -> None:
+        """The class is over: hang up whatever is still waiting (the server cancels it)."""
+        self.closed = True
+        self.client.close()
+
     def run(self) -> None:
-        while time.monotonic() < self.deadline:
+        while time.monotonic() < self.deadline and not self.closed:
             roll = self.rng.random()
             try:
                 if roll < 0.05:
@@ -114,7 +123,10 @@ class Student(threading.Thread):
                 else:
                     self.tutor_turn()
             except Exception as exc:  # noqa: BLE001 - the load test reports, never dies
-                self.results.add("error", error=f"{self.user}: {type(exc).__name__}: {exc}")
+                if self.closed:
+                    self.results.add("cut_at_end")
+                else:
+                    self.results.add("error", error=f"{self.user}: {type(exc).__name__}: {exc}")
             time.sleep(self.rng.uniform(0.2, 1.5))  # reading the answer
 
     # -- kinds of requests -----------------------------------------------------------------
@@ -176,6 +188,10 @@ class Student(threading.Thread):
                 self.results.add("error", error=f"{self.user}: HTTP {exc.status_code}: {str(exc)[:200]}")
         except self.openai.APITimeoutError:
             self.results.add("error", error=f"{self.user}: no answer within {TIMEOUT_S:.0f} s (hang)")
+        except self.openai.APIConnectionError:
+            if not self.closed:
+                raise
+            self.results.add("cut_at_end")  # the class ended with this turn still in line
 
     def malformed(self) -> None:
         import httpx
@@ -333,7 +349,7 @@ def _wait_ready(url: str) -> None:
     raise SystemExit("the server never answered a turn")
 
 
-def run(users: int, seconds: float, url: str | None, budget: str, seed: int) -> dict:
+def run(users: int, seconds: float, url: str | None, budget: str, seed: int, grace: float = 60.0) -> dict:
     proc = None
     tmp = None
     if url is None:
@@ -352,10 +368,16 @@ def run(users: int, seconds: float, url: str | None, budget: str, seed: int) -> 
         for student in students:
             student.start()
             time.sleep(0.05)
+        end = deadline + grace
         for student in students:
-            student.join(seconds + TIMEOUT_S + 30)
+            student.join(max(0.0, end - time.monotonic()))
+        for student in students:
             if student.is_alive():
-                results.add("error", error=f"{student.user}: still waiting at the end (hang)")
+                student.close()  # requests still in line when the class ends are hung up
+        for student in students:
+            student.join(60)
+            if student.is_alive():
+                results.add("error", error=f"{student.user}: did not stop after hanging up (hang)")
         stop.set()
         watcher.join(10)
     finally:
@@ -404,9 +426,11 @@ def main() -> None:
     parser.add_argument("--url", help="a running server (default: start mimir serve on the bundled model)")
     parser.add_argument("--budget", default="1.5GiB", help="memory budget of the server this script starts")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--grace", type=float, default=60.0,
+                        help="seconds after --seconds for answers in flight; then they are hung up (cut_at_end)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    out = run(args.users, args.seconds, args.url, args.budget, args.seed)
+    out = run(args.users, args.seconds, args.url, args.budget, args.seed, args.grace)
     if args.json:
         print(json.dumps(out, indent=2))
         return
