@@ -100,6 +100,7 @@ class Student(threading.Thread):
         self.openai = openai
         self.client = openai.OpenAI(base_url=url + "/v1", api_key="load-test", max_retries=0, timeout=TIMEOUT_S)
         self.session: str | None = None
+        self.closed = False
 
     def close(self) -> None:
         """The class is over: hang up whatever is still waiting (the server cancels it)."""
@@ -107,6 +108,12 @@ class Student(threading.Thread):
         self.client.close()
 
     def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # a broken student is an error of the test, counted
+            self.results.add("error", error=f"{self.user}: the student thread died: {type(exc).__name__}: {exc}")
+
+    def _loop(self) -> None:
         while time.monotonic() < self.deadline and not self.closed:
             roll = self.rng.random()
             try:
