@@ -4,15 +4,16 @@ Run: ``.venv/bin/python bench/bench_telemetry.py`` (``--quick`` for a short run)
 
 Prints two tables, everything measured in this run on this machine:
 
-1. **Cost of one step record** (microseconds per step, an empty step body, best of 5 rounds
-   of ``--steps`` steps followed by ``flush()``, the cost of an empty loop subtracted) for
-   growing configurations: no probes; each probe alone; all available probes; all probes plus
-   the RSS sampler thread (its interval is not counted: the steps are shorter than one
-   interval, so the cost shown is opening and closing its window); plus the log and SQLite
-   sinks (the generating thread only does a ``queue.put``; the writer thread's work, batched
-   transactions, is inside the time because each round waits for it). For comparison: one ``psutil`` RSS reading, and spawning ``true`` as a subprocess
-   (the floor of the per-step ``nvidia-smi`` call the original made).
-   Target: all probes + sampler + sinks under 50 us per step.
+1. **Cost of one step record** (microseconds per step, an empty step body, the **median** of
+   5 rounds of ``--steps`` steps followed by ``flush()``, the cost of an empty loop
+   subtracted), as **process CPU time** (every thread of the process: the RSS sampler thread
+   and the SQLite writer thread are counted, not only the thread that runs the steps) and as
+   wall time, for growing configurations: no probes; each probe alone; all available probes;
+   all probes plus the RSS sampler thread (10 ms interval); plus the log and SQLite sinks.
+   For comparison: one ``psutil`` RSS reading, and one real ``nvidia-smi`` memory query (the
+   per-step call the original made) when ``nvidia-smi`` exists here; when it does not, the
+   table says so instead of comparing with anything else.
+   Target: all probes + sampler + sinks under 50 us of CPU per step.
 2. **Turn time with telemetry on vs off**: the same turn (four routing decisions by
    ``score_choices`` and one 16-token answer, on the bundled SmolLM2-135M through llama.cpp on
    one thread) run alternately with and without telemetry, median of ``--turns`` each, as
@@ -24,11 +25,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -36,16 +38,43 @@ import psutil
 from mimir.storage.db import Database
 from mimir.storage.telemetry_store import TelemetryStore
 from mimir.telemetry import CudaProbe, LogSink, NvmlProbe, ProcessProbe, SqliteSink, Telemetry, default_probes
-from mimir.core.gpu import read_gpu_memory
+from mimir.core.gpu import gpu_memory_via_smi, read_gpu_memory
 
 
-def per_call_us(fn, n: int, rounds: int = 5) -> float:
-    best = float("inf")
+@dataclass(frozen=True)
+class Cost:
+    """Per-call cost: process CPU time (all threads) and wall time, in microseconds."""
+
+    cpu_us: float
+    wall_us: float
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(self.cpu_us - other.cpu_us, self.wall_us - other.wall_us)
+
+
+def per_call(fn, n: int, rounds: int = 5) -> Cost:
+    """Median over ``rounds`` of ``fn(n)``, per call. ``time.process_time`` counts every
+    thread of this process, so background threads' work during the round is included."""
+    cpu, wall = [], []
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn(n)
-        best = min(best, time.perf_counter() - t0)
-    return best / n * 1e6
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - t0)
+    return Cost(statistics.median(cpu) / n * 1e6, statistics.median(wall) / n * 1e6)
+
+
+def nvidia_smi_query_us(k: int = 20) -> float | None:
+    """Wall time of one real ``nvidia-smi`` memory query (the command Mimir runs), or None
+    when ``nvidia-smi`` is not installed here. Wall time: the work is in a child process."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    times = []
+    for _ in range(k):
+        t0 = time.perf_counter()
+        gpu_memory_via_smi()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
 
 
 def steps_loop(tel: Telemetry | None):
@@ -64,11 +93,11 @@ def steps_loop(tel: Telemetry | None):
 
 
 def step_cost_table(n: int, db_dir: Path) -> None:
-    empty = per_call_us(steps_loop(None), n)
-    rows: list[tuple[str, float]] = []
+    empty = per_call(steps_loop(None), n)
+    rows: list[tuple[str, Cost]] = []
 
     def measure(label: str, tel: Telemetry) -> Telemetry:
-        rows.append((label, per_call_us(steps_loop(tel), n) - empty))
+        rows.append((label, per_call(steps_loop(tel), n) - empty))
         return tel
 
     measure("step, no probes, no sinks", Telemetry(probes=[], sample_interval_s=None)).close()
@@ -101,7 +130,7 @@ def step_cost_table(n: int, db_dir: Path) -> None:
 
         tel.flush()
 
-    turn_us = per_call_us(turns_of_ten, max(10, n // 100)) - 10 * empty
+    turn = per_call(turns_of_ten, max(10, n // 100)) - Cost(10 * empty.cpu_us, 10 * empty.wall_us)
     tel.close()
     # Writer throughput measured on its own: write `stored` records straight through the store.
     records = store.recent_steps(last_turns=2000)[:2000]
@@ -112,23 +141,34 @@ def step_cost_table(n: int, db_dir: Path) -> None:
     db.close()
 
     proc = psutil.Process()
-    psutil_us = per_call_us(lambda k: [proc.memory_info() for _ in range(k)], max(1000, n // 10))
-    spawn_us = per_call_us(lambda k: [subprocess.run(["true"], check=True) for _ in range(k)], 50, rounds=3)
+    psutil_cost = per_call(lambda k: [proc.memory_info() for _ in range(k)], max(1000, n // 10))
+    smi_us = nvidia_smi_query_us()
 
     target = 50.0
-    print("\n## Cost of one step record (empty step body; empty-loop cost subtracted)\n")
-    print(f"{'configuration':<52} {'us/step':>9} {'vs spawn':>9}")
-    print("-" * 72)
-    for label, us in rows:
-        print(f"{label:<52} {us:>9.1f} {us / spawn_us:>9.4f}")
-    print(f"{'one turn of 10 steps, everything on (per step)':<52} {turn_us / 10:>9.1f} {turn_us / 10 / spawn_us:>9.4f}")
-    print("-" * 72)
-    print(f"{'reference: psutil memory_info() (one RSS reading)':<52} {psutil_us:>9.1f} {psutil_us / spawn_us:>9.4f}")
-    print(f"{'reference: spawn `true` (floor of one nvidia-smi)':<52} {spawn_us:>9.1f} {1:>9.4f}")
-    full = rows[-1][1]
+    print("\n## Cost of one step record (empty step body; median of 5 rounds; empty-loop cost subtracted)\n")
+    print("CPU = process CPU time, all threads (the sampler and the SQLite writer included)")
+    smi_col = "CPU/smi" if smi_us else ""
+    print(f"{'configuration':<52} {'CPU us':>8} {'wall us':>8} {smi_col:>8}")
+    print("-" * 80)
+
+    def line(label: str, cost: Cost) -> None:
+        ratio = f"{cost.cpu_us / smi_us:>8.4f}" if smi_us else ""
+        print(f"{label:<52} {cost.cpu_us:>8.1f} {cost.wall_us:>8.1f} {ratio:>8}")
+
+    for label, cost in rows:
+        line(label, cost)
+    line("one turn of 10 steps, everything on (per step)", Cost(turn.cpu_us / 10, turn.wall_us / 10))
+    print("-" * 80)
+    line("reference: psutil memory_info() (one RSS reading)", psutil_cost)
+    if smi_us:
+        print(f"{'reference: one real nvidia-smi memory query (wall)':<52} {'':>8} {smi_us:>8.1f} {1:>8.4f}")
+    else:
+        print("reference: nvidia-smi is absent on this machine: no subprocess query to compare with")
+    full = rows[-1][1].cpu_us
     print(
-        f"\nall probes + sampler + sinks: {full:.1f} us/step, target < {target:.0f} us: "
-        f"{'MET' if full < target else 'MISSED'}; {spawn_us / full:.0f}x cheaper than one subprocess"
+        f"\nall probes + sampler + sinks: {full:.1f} us of CPU per step, target < {target:.0f} us: "
+        f"{'MET' if full < target else 'MISSED'}"
+        + (f"; {smi_us / full:.0f}x cheaper than one nvidia-smi query" if smi_us else "")
     )
     print(
         f"SQLite: {stored} records stored; rows above include the writer thread's work (each loop "

@@ -16,7 +16,11 @@ highest memory during the load (CPU: the kernel's RSS high-water mark, reset thr
 ``/proc/self/clear_refs``; CUDA: max allocated), ``turn peak`` the highest during one turn
 whose prompt fills most of the context, both relative to before the load; ``peak/total`` is
 the turn peak over the whole estimate (at most 1.0: the budget reservation was enough).
-``freed`` is what the unload gave back, ``left`` what stayed after it.
+``admitted`` is what the manager required free before the load (the estimate's total, or
+the load's own peak when that is higher: ``MemoryEstimate.admission_bytes``), and
+``load peak/admitted`` the measured load peak over it (at most 1.0: the load stayed inside
+what the budget reserved for it). ``freed`` is what the unload gave back, ``left`` what
+stayed after it.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def rss_peak_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def measure_row(dtype: str, device: str, quantization: str | None, context_length: int) -> dict:
+def measure_row(dtype: str, device: str, quantization: str | None, context_length: int, mmap: bool = False) -> dict:
     """Runs in a fresh process (HF_HUB_CACHE already points at the built model)."""
     from mimir.models.base import ChatMessage, GenerationParams
     from mimir.models.spec import ModelSource, ModelSpec
@@ -55,6 +59,8 @@ def measure_row(dtype: str, device: str, quantization: str | None, context_lengt
     from tiny_hf import TINY_REPO
 
     options = {"device": device, "dtype": dtype}
+    if mmap:
+        options["use_mmap"] = True
     if quantization:
         options["quantization"] = quantization
     spec = ModelSpec("bench", "transformers", ModelSource("hf", TINY_REPO, revision="main"), context_length=context_length, options=options)
@@ -90,11 +96,12 @@ def measure_row(dtype: str, device: str, quantization: str | None, context_lengt
     manager.close()
     return {
         "device": "cuda" if gpu else "cpu",
-        "dtype": dtype + (f"+{quantization}" if quantization else ""),
+        "dtype": dtype + (f"+{quantization}" if quantization else "") + (" mmap" if mmap else ""),
         "weights": estimate.weights_bytes,
         "kv": estimate.kv_cache_bytes,
         "overhead": estimate.overhead_bytes,
         "total": estimate.total_bytes,
+        "admitted": estimate.admission_bytes,
         "load": load_measured,
         "load_peak": load_peak,
         "peak": peak,
@@ -129,15 +136,17 @@ def main() -> None:
     parser.add_argument("--row", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
-        dtype, device, quant = args.row.split(",")
-        print(json.dumps(measure_row(dtype, device, quant or None, args.context)))
+        dtype, device, quant, mmap = args.row.split(",")
+        print(json.dumps(measure_row(dtype, device, quant or None, args.context, mmap == "mmap")))
         return
 
     import torch
 
-    rows = [("float32", "cpu", ""), ("bfloat16", "cpu", "")]
+    # "mmap": use_mmap = true, where transformers converts the dtype in one go (the estimate
+    # then counts the whole file in the load's peak).
+    rows = [("float32", "cpu", "", ""), ("bfloat16", "cpu", "", ""), ("bfloat16", "cpu", "", "mmap")]
     if torch.cuda.is_available():
-        rows += [("float16", "cuda", ""), ("float16", "cuda", "4bit")]
+        rows += [("float16", "cuda", "", ""), ("float16", "cuda", "4bit", "")]
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "hub"
         file_bytes = build(cache, args.hidden, args.layers)
@@ -148,24 +157,26 @@ def main() -> None:
         )
         header = (
             f"{'device':6} {'dtype':14} {'est weights':>11} {'est kv':>8} {'est other':>9} {'est total':>9} "
-            f"{'load':>9} {'load/weights':>12} {'load peak':>9} {'turn peak':>9} {'peak/total':>10} {'freed':>9} {'left':>8}"
+            f"{'admitted':>9} {'load':>9} {'load/weights':>12} {'load peak':>9} {'load peak/admitted':>18} "
+            f"{'turn peak':>9} {'peak/total':>10} {'freed':>9} {'left':>8}"
         )
         print(header)
         print("-" * len(header))
-        for dtype, device, quant in rows:
+        for dtype, device, quant, mmap in rows:
             out = subprocess.run(
-                [sys.executable, __file__, "--row", f"{dtype},{device},{quant}", "--context", str(args.context)],
+                [sys.executable, __file__, "--row", f"{dtype},{device},{quant},{mmap}", "--context", str(args.context)],
                 capture_output=True, text=True, env=env, cwd=ROOT,
             )  # fmt: skip
             if out.returncode != 0:
                 reason = (out.stderr.strip().splitlines() or ["failed"])[-1]
-                print(f"{device:6} {dtype + ('+' + quant if quant else ''):14} {reason}")
+                print(f"{device:6} {dtype + ('+' + quant if quant else '') + (' mmap' if mmap else ''):14} {reason}")
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             m = lambda n: f"{n / MiB:.1f}M"  # noqa: E731
             print(
                 f"{r['device']:6} {r['dtype']:14} {m(r['weights']):>11} {m(r['kv']):>8} {m(r['overhead']):>9} "
-                f"{m(r['total']):>9} {m(r['load']):>9} {r['load'] / r['weights']:>12.2f} {m(r['load_peak']):>9} {m(r['peak']):>9} "
+                f"{m(r['total']):>9} {m(r['admitted']):>9} {m(r['load']):>9} {r['load'] / r['weights']:>12.2f} "
+                f"{m(r['load_peak']):>9} {r['load_peak'] / r['admitted']:>18.2f} {m(r['peak']):>9} "
                 f"{r['peak'] / r['total']:>10.2f} {m(r['freed']):>9} {m(r['left']):>8}"
             )
 

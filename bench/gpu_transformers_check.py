@@ -12,7 +12,8 @@ model's estimate against what the manager measured at load.
 
 Without ``--repo`` the model is a randomly initialised Llama built here (no hub access), so
 its words are noise; the memory numbers are what this check is for. 4-bit needs the
-``quant`` extra (bitsandbytes); a variant that cannot run prints its error and the rest go on.
+``quant`` extra (bitsandbytes); a variant that cannot run prints its error and the rest go
+on, and the script then exits with status 1 (2 when there is no CUDA and no --allow-cpu).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ response_max_tokens = 48
     return path
 
 
-def run_variant(label: str, repo: str, options: dict, context_length: int) -> None:
+def run_variant(label: str, repo: str, options: dict, context_length: int) -> bool:
+    """Run one variant; False when it failed (its error is printed)."""
     from mimir.app import MimirApp
     from mimir.errors import MimirError
     from mimir.core.gpu import gpu_memory
@@ -96,7 +98,9 @@ def run_variant(label: str, repo: str, options: dict, context_length: int) -> No
             devices = gpu_memory()
             print("after close: NVML used " + (", ".join(f"gpu{d.index} {mib(d.used_bytes)} MiB" for d in devices) or "- (no NVML)"))
         except MimirError as exc:
-            print(f"{label}: {type(exc).__name__}: {exc}")
+            print(f"{label}: FAILED: {type(exc).__name__}: {exc}")
+            return False
+    return True
 
 
 def main() -> None:
@@ -135,8 +139,12 @@ def main() -> None:
             if cuda
             else [("float32 (CPU dry run)", {"device": "cpu", "dtype": "float32"})]
         )
-        for label, options in variants:
-            run_variant(label, repo, options, args.context)
+        failed = [label for label, options in variants if not run_variant(label, repo, options, args.context)]
+    if failed:
+        # A GPU run must not pass silently: any variant that could not run fails the check.
+        print(f"\nFAILED: {', '.join(failed)} ({len(failed)} of {len(variants)} variants)")
+        sys.exit(1)
+    print(f"\nall {len(variants)} variants ran")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def run(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess
 
 #: Every command a user can run, written out: a command added or dropped must show here.
 COMMANDS = {
-    "models": "memory estimate",
+    "pull": "Hugging Face cache",
+    "models": "Configured models",
     "ask": "one question",
     "chat": "session is saved",
     "eval": "precision and recall",

@@ -157,3 +157,23 @@ def test_catalog_takes_exact_sizes_from_the_hub_and_marks_the_rest_approximate(h
     assert all(r["context_length"] == 4096 for r in rows.values())
     offline = json.loads(mimir("models", "catalog", "--json", offline=True).stdout)
     assert not any(r["size_exact"] for r in offline["models"])
+
+
+@pytest.mark.slow
+def test_a_transformers_repo_is_pulled_with_its_config_tokenizer_and_weights(tiny_llama_files, tmp_path):
+    pytest.importorskip("transformers")
+    with HubServer() as hub:
+        hub.add("mimir-test/tiny-llama", {**tiny_llama_files, "notes.txt": b"not needed"})
+        config = tmp_path / "mimir.toml"
+        out = mimir("--config", str(config), "pull", "mimir-test/tiny-llama", "--as", "tiny", "--json", hub=hub)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    paths = {f["path"] for f in result["files"]}
+    assert result["kind"] == "transformers"
+    assert {"config.json", "model.safetensors"} <= paths and "notes.txt" not in paths
+    assert any(p.startswith("tokenizer") for p in paths)
+    assert result["estimate_bytes"] > 0
+    import tomllib
+
+    entry = tomllib.loads(config.read_text())["models"]["tiny"]
+    assert entry["backend"] == "transformers" and entry["repo"] == "mimir-test/tiny-llama" and "file" not in entry

@@ -88,6 +88,45 @@ def test_estimate_counts_parameters_from_headers_times_dtype_bytes(tiny_llama, b
     assert estimate.device == "ram"
 
 
+def test_estimate_covers_the_peak_of_the_load_itself(tiny_llama, backend):
+    vocab, h = vocab_size(tiny_llama), SHAPE.hidden_size
+    params = expected_parameters(vocab)
+    largest = max(vocab * h, SHAPE.intermediate_size * h) * 4  # the largest matrix, float32 in the file
+    fixed = 32 * MiB
+    # Default (weights copied out of the file): converted tensor by tensor, so the load holds
+    # the weights plus one tensor as stored; the total covers that.
+    for dtype, nbytes in (("float32", 4), ("bfloat16", 2)):
+        est = backend.estimate(tiny_spec(dtype=dtype))
+        assert est.load_peak_bytes == params * nbytes + largest + fixed
+        assert est.admission_bytes == max(est.total_bytes, est.load_peak_bytes)
+    # use_mmap: transformers converts in one go and holds the whole float32 file meanwhile.
+    mapped = backend.estimate(tiny_spec(dtype="bfloat16", use_mmap=True))
+    assert mapped.load_peak_bytes == params * 2 + params * 4 + fixed
+    assert backend.estimate(tiny_spec(dtype="float32", use_mmap=True)).load_peak_bytes == params * 4 + fixed
+
+
+def test_bfloat16_from_a_float32_file_is_converted_tensor_by_tensor_to_the_same_weights(tiny_llama, backend):
+    import torch
+    import transformers
+
+    loaded = backend.load(tiny_spec(dtype="bfloat16"))
+    try:
+        model = loaded._model
+        assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+        assert model.dtype == torch.bfloat16
+        # Exactly what transformers' own conversion gives, tensor for tensor.
+        direct = transformers.AutoModelForCausalLM.from_pretrained(str(tiny_llama), dtype=torch.bfloat16)
+        ours = dict(model.named_parameters())
+        for name, param in direct.named_parameters():
+            assert torch.equal(ours[name].data, param.data), name
+        ids = torch.tensor([[1, 2, 3, 4, 5]])
+        with torch.inference_mode():
+            assert torch.equal(model(ids).logits, direct(ids).logits)
+        assert loaded.chat(MESSAGES, GREEDY).tokens_out > 0
+    finally:
+        loaded.close()
+
+
 def test_auto_dtype_is_the_stored_dtype(tiny_llama, backend):
     assert backend.estimate(tiny_spec()).weights_bytes == expected_parameters(vocab_size(tiny_llama)) * 4
 

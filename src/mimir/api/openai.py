@@ -227,20 +227,11 @@ def _model_runner(app: MimirApp, body) -> Callable[[Callable[[str], None]], dict
     params = _params(app, body)
 
     def run(on_token: Callable[[str], None], control: TurnControl | None = None) -> dict:
+        # Through the runner like every generation: lease, OOM policy, accounting; the
+        # control (a client that left, a deadline) is checked at every token.
         with app.telemetry.step("api_completion", agent="api", model=body.model) as step:
-            if control is not None:
-                control.check()
-            with app.manager.use(body.model) as model:
-                stream = model.stream(messages, params)
-                try:
-                    for piece in stream:
-                        if control is not None:
-                            control.check()  # a client that left stops the generation here
-                        on_token(piece)
-                    completion = stream.completion
-                finally:
-                    stream.close()
-            step.add_tokens(completion.tokens_in, completion.tokens_out)
+            completion = app.runner.generate(body.model, messages, params, on_token=on_token, step=step,
+                                             cancel=None if control is None else control.check)
         return {
             "text": completion.text,
             "finish_reason": "length" if completion.finish_reason == "length" else "stop",

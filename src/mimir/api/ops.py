@@ -51,12 +51,16 @@ def request_is_admin(request: Request, app: MimirApp) -> bool:
 
 
 def queue_depth_of(app: MimirApp) -> Callable[[], int | None]:
-    """How ``mimir_queue_depth`` reads the request queue, when the app has one."""
-    queue = getattr(app, "queue", None)
-    depth = getattr(queue, "depth", None)
-    if depth is None:
-        return lambda: None
-    return depth if callable(depth) else (lambda: getattr(queue, "depth"))
+    """How ``mimir_queue_depth`` reads the turn queue, when the app has one (an ``admission``
+    or ``queue`` object with a ``depth`` property or method); read at every scrape."""
+    for name in ("admission", "queue"):
+        try:
+            queue = getattr(app, name)
+        except AttributeError:
+            continue
+        if hasattr(queue, "depth"):
+            return lambda: (queue.depth() if callable(queue.depth) else queue.depth)
+    return lambda: None
 
 
 class RequestMetrics:

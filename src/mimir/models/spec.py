@@ -86,7 +86,17 @@ class MemoryEstimate:
     kv_cache_bytes: int
     overhead_bytes: int
     device: Literal["ram", "gpu"] = "ram"
+    #: The highest memory the load itself reaches, when that can exceed ``total_bytes``
+    #: (a dtype conversion holding the file's pages and the converted copy at once); 0 when
+    #: the load never goes above the total.
+    load_peak_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
         return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
+
+    @property
+    def admission_bytes(self) -> int:
+        """What the budget must have free before the load starts: the total, or the load's
+        own peak when that is higher."""
+        return max(self.total_bytes, self.load_peak_bytes)

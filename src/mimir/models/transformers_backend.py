@@ -58,6 +58,7 @@ from mimir.models.transformers_plan import (
     check_context,
     check_options,
     estimate_memory,
+    load_dtype,
     plan_load,
 )
 from mimir.models.transformers_plan import import_runtime as _runtime
@@ -393,8 +394,12 @@ class TransformersBackend(Backend):
         if not getattr(tokenizer, "chat_template", None):
             raise ModelLoadError(spec.id, where, "the tokenizer has no chat template; set chat_template in the model's options")
         dtype = getattr(torch, plan.dtype)
+        # On the CPU the file's dtype is loaded as it is, and converted tensor by tensor in
+        # _materialise: converting in one go would hold the whole file beside the converted
+        # weights (a float32 file loaded as bfloat16 peaked at 2x the estimate).
+        loaded_dtype = getattr(torch, load_dtype(plan, checkpoint))
         major = int(transformers.__version__.split(".")[0])
-        kwargs: dict[str, Any] = {"dtype" if major >= 5 else "torch_dtype": dtype}
+        kwargs: dict[str, Any] = {"dtype" if major >= 5 else "torch_dtype": loaded_dtype}
         if plan.memory == "gpu":
             kwargs["device_map"] = {"": plan.device}
         if plan.quantization:
@@ -409,7 +414,7 @@ class TransformersBackend(Backend):
             model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir.path), **kwargs)
             model.eval()
             if plan.memory == "ram" and not plan.use_mmap:
-                _materialise(model, checkpoint.files)
+                _materialise(model, checkpoint.files, None if loaded_dtype == dtype else dtype)
             return TransformersModel(spec, model, tokenizer, plan, model_dir)
         except Exception as exc:
             detail = str(exc) if isinstance(exc, ModelLoadError | GenerationError) else f"{type(exc).__name__}: {exc}"
@@ -438,22 +443,28 @@ def _warm_runtime(model_dir: ModelDir) -> None:
         pass
 
 
-def _materialise(model, files: Sequence[Path]) -> None:
-    """Copy memory-mapped CPU weights into process memory, one tensor at a time.
+def _materialise(model, files: Sequence[Path], dtype=None) -> None:
+    """Copy memory-mapped CPU weights into process memory, one tensor at a time, converting
+    floating-point parameters to ``dtype`` on the way when given.
 
     On Linux, the file pages behind each copied tensor are dropped right away
     (``madvise(MADV_DONTNEED)`` on the read-only-in-practice private file mapping: the
     content stays the file's, so this is safe even for a tensor still referenced), which
-    keeps the load's peak near one copy of the weights instead of two.
+    keeps the load's peak near one copy of the weights instead of two. Modules the model
+    keeps in float32 (``_keep_in_fp32_modules``) are not converted.
     """
     ranges = _file_mappings(files)
     drop = _page_dropper() if ranges else None
-    for param in model.parameters():
+    keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, param in model.named_parameters():
         old = param.data
-        param.data = old.clone()
+        convert = dtype is not None and old.is_floating_point() and not any(k in name for k in keep_fp32)
+        param.data = old.to(dtype, copy=True) if convert else old.clone()
         if drop is not None:
             drop(ranges, old.data_ptr(), old.numel() * old.element_size())
         del old
+    if dtype is not None:
+        model.config.dtype = dtype
     for module in model.modules():
         for name, buf in list(module.named_buffers(recurse=False)):
             if buf is not None:

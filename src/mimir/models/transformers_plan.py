@@ -108,6 +108,41 @@ def plan_load(spec: ModelSpec, checkpoint: CheckpointInfo, config: dict[str, Any
     return LoadPlan(device=device, dtype=dtype, quantization=quant, use_mmap=bool(opts.get("use_mmap", False)))
 
 
+#: Safetensors dtypes ``from_pretrained`` can load as they are (no conversion).
+_LOADABLE_AS_STORED = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+def load_dtype(plan: LoadPlan, checkpoint: CheckpointInfo) -> str:
+    """The dtype ``from_pretrained`` loads in.
+
+    On the CPU with copied weights (the default), the file's own dtype: the weights are then
+    copied out of the file mapping and converted to the compute dtype one tensor at a time,
+    each tensor's file pages dropped after it, so the file and the converted copy are never
+    in memory whole at once. Elsewhere, the compute dtype (transformers converts).
+    """
+    stored = _LOADABLE_AS_STORED.get(checkpoint.stored_dtype or "")
+    if plan.memory == "ram" and not plan.quantization and not plan.use_mmap and checkpoint.format == "safetensors" and stored:
+        return stored
+    return plan.dtype
+
+
+def load_peak_bytes(weights_bytes: int, checkpoint: CheckpointInfo, plan: LoadPlan) -> int:
+    """The highest host memory a CPU load reaches (0 on a GPU: the device estimate covers it).
+
+    Tensor by tensor (see :func:`load_dtype`): the weights plus the largest tensor as stored
+    (its file pages and its copy exist together for a moment). A load that converts in one
+    go (``use_mmap = true``, ``.bin`` files) holds the whole file besides the weights.
+    """
+    if plan.memory != "ram":
+        return 0
+    fixed = FIXED_OVERHEAD_BYTES["ram"]
+    stored = _LOADABLE_AS_STORED.get(checkpoint.stored_dtype or "")
+    if stored and not plan.quantization and not plan.use_mmap and checkpoint.format == "safetensors":
+        return weights_bytes + max(t.nbytes for t in checkpoint.tensors) + fixed
+    stored_bytes = sum(t.nbytes for t in checkpoint.tensors) or checkpoint.parameter_count * 4
+    return weights_bytes + (0 if stored == plan.dtype else stored_bytes) + fixed
+
+
 def estimate_memory(config: dict[str, Any], checkpoint: CheckpointInfo, plan: LoadPlan, context_length: int) -> MemoryEstimate:
     """Pure arithmetic over the config, the tensor table and the plan."""
     dtype_bytes = DTYPE_BYTES[plan.dtype]
@@ -141,6 +176,7 @@ def estimate_memory(config: dict[str, Any], checkpoint: CheckpointInfo, plan: Lo
         kv_cache_bytes=kv_bytes,
         overhead_bytes=activations + FIXED_OVERHEAD_BYTES[plan.memory],
         device=plan.memory,  # type: ignore[arg-type]
+        load_peak_bytes=load_peak_bytes(int(weights), checkpoint, plan),
     )
 
 

@@ -63,7 +63,8 @@ class _StateCollector:
         yield used
         depth = self._queue_depth()
         if depth is not None:
-            yield GaugeMetricFamily("mimir_queue_depth", "Requests waiting for a turn.", value=depth)
+            yield GaugeMetricFamily("mimir_queue_depth", "Turns waiting in the admission queue for a slot.",
+                                    value=depth)
         devices = gpu_memory()
         if devices:
             gpu_used = GaugeMetricFamily("mimir_gpu_memory_used_bytes", "GPU memory in use (NVML), all processes.",
@@ -85,6 +86,8 @@ class ServerMetrics:
 
     def __init__(self, app: MimirApp, *, queue_depth: Callable[[], int | None] = no_queue):
         pc = prometheus()
+        # No ``*_created`` series: they double the exposition, and Prometheus needs none of them.
+        pc.disable_created_metrics()
         self.registry = pc.CollectorRegistry(auto_describe=False)
         self.sink = MetricsSink(self.registry, models=app.settings.models)
         self.requests = pc.Counter(
