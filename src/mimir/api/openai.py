@@ -41,7 +41,7 @@ from mimir.auth.web import principal_of
 from mimir.errors import InvalidInputError, MimirError, UnknownModelError
 from mimir.models.base import ChatMessage, GenerationParams
 from mimir.runtime.admission import TurnControl
-from mimir.tutor.text import clean_user_text
+from mimir.tutor.text import clean_text, clean_user_text
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -222,7 +222,8 @@ def _tutor_runner(app: MimirApp, body, session: str | None) -> Callable[[Callabl
 
 
 def _model_runner(app: MimirApp, body) -> Callable[[Callable[[str], None]], dict]:
-    messages = [ChatMessage(m.role, m.content) for m in body.messages]
+    # Cleaned like the tutor's input: a message cannot open a new turn with template tokens.
+    messages = [ChatMessage(m.role, clean_text(m.content)) for m in body.messages]
     params = _params(app, body)
 
     def run(on_token: Callable[[str], None], control: TurnControl | None = None) -> dict:
