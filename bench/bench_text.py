@@ -46,11 +46,13 @@ def _newline_request() -> None:
     rules.decide_flags(message, history)
 
 
-def run(size: int) -> list[dict]:
+def run(size: int, only: str | None = None) -> list[dict]:
     inputs = adversarial_inputs(size)
     scan = {name: _time(_SCAN.findall, s) for name, s in inputs.items()}
     rows = []
     for fname, fn in TEXT_FUNCTIONS.items():
+        if only and only not in fname:
+            continue
         worst_s, worst_input = 0.0, ""
         for name, s in inputs.items():
             elapsed = _time(fn, s)
@@ -68,9 +70,10 @@ def run(size: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=100_000, help="characters per input (default 100000)")
+    parser.add_argument("--only", help="only functions whose name holds this text (e.g. postprocess)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args()
-    rows = run(args.size)
+    rows = run(args.size, args.only)
     if args.json:
         print(json.dumps(rows, indent=2))
         return

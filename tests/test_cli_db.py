@@ -11,6 +11,8 @@ import sys
 import pytest
 
 from mimir.core.events import ModelEvent
+from mimir.storage.accounts import AccountStore
+from mimir.storage.audit import AuditLog
 from mimir.storage.conversations import ConversationStore
 from mimir.storage.db import Database
 from mimir.storage.migrations import MIGRATIONS
@@ -77,7 +79,15 @@ def _populate(path) -> dict[str, int]:
                 )
                 tel.save_turn(TurnRecord(sid, turn_id, 1_790_000_000.0, 1.0, steps, 7 * 1024**3))
         tel.save_event(ModelEvent("unload", "small", "shutdown", 100, None, None, "ram", 2.0))
-        return {n: db.read(f"SELECT COUNT(*) FROM {n}")[0][0] for n in ("sessions", "turns", "telemetry_turns", "telemetry_steps", "telemetry_events")}
+        # Tables other features added through migrations move too: accounts, audit, math.
+        accounts = AccountStore(db)
+        accounts.add_user("ada", "admin", "correct horse battery")
+        accounts.create_key("ada")
+        AuditLog(db).record("cli", "user.add", "ada", {"role": "admin"})
+        conv.add_math("t0-0", conv.get_turn("t0-0").session_id, {"question": "2x = 6", "key": {"answer": "3"}, "open": True})
+        return {n: db.read(f"SELECT COUNT(*) FROM {n}")[0][0] for n in (
+            "sessions", "turns", "telemetry_turns", "telemetry_steps", "telemetry_events", "users", "api_keys",
+            "audit_log", "turn_math")}
 
 
 def _contents(db: Database, table: str) -> list[tuple]:
@@ -99,6 +109,8 @@ def test_copy_moves_every_row_and_checks_the_counts(tmp_path, postgres_url):
         TelemetryStore(dst).save_turn(TurnRecord(None, "after-copy", 1.0, 1.0, (), None))
         ids = [r[0] for r in dst.read("SELECT id FROM telemetry_turns ORDER BY id")]
         assert len(set(ids)) == len(ids) == counts["telemetry_turns"] + 1
+        # Users and keys copied work on the new database.
+        assert AccountStore(dst).authenticate("ada", "correct horse battery").name == "ada"
         # The copied sessions continue on the new database.
         conv = ConversationStore(dst)
         sid = conv.list_sessions()[0].id

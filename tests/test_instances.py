@@ -26,7 +26,7 @@ CONFIG = """
 [models.m]
 backend = "scripted"
 path = "scripted"
-options = { replies = ["Summation adds the numbers of a sequence."] }
+options = { replies = ["Summation adds the numbers of a sequence."], token_s = 0.2 }
 
 [tutor]
 thinking = false
@@ -139,6 +139,28 @@ def test_two_instances_share_one_database(tmp_path, postgres_url):
         assert by_turn[second["mimir"]["turn_id"]] == f"{host}:{ports[1]}"
         table = _cli({**env, "COLUMNS": "200"}, "memory", "--last", "3")
         assert "instance" in table and f"{host}:{ports[1]}" in table
+
+        # One turn at a time per user, counted across both instances (per_user_concurrency = 1).
+        body = {"model": "mimir-tutor", "messages": [{"role": "user", "content": "Tell me more"}],
+                "session_id": session_id, "user": "sam"}
+        with httpx.stream("POST", f"http://127.0.0.1:{ports[0]}/v1/chat/completions",
+                          json={**body, "stream": True}, timeout=300) as running:
+            assert running.status_code == 200
+            lines = running.iter_lines()
+            for line in lines:
+                if line.startswith("data: {") and '"content"' in line:
+                    break  # the turn on instance 0 is generating
+            busy = httpx.post(f"http://127.0.0.1:{ports[1]}/v1/chat/completions", json=body, timeout=60)
+            assert busy.status_code == 429, busy.text
+            assert "across every server" in busy.json()["error"]["message"] and "retry-after" in busy.headers
+            for _ in lines:
+                pass  # the first turn finishes
+        for _ in range(100):  # its slot is freed as the worker ends, just after the stream does
+            after = httpx.post(f"http://127.0.0.1:{ports[1]}/v1/chat/completions", json=body, timeout=300)
+            if after.status_code != 429:
+                break
+            time.sleep(0.2)
+        assert after.status_code == 200, after.text
 
 
 def test_users_keys_and_sign_ins_work_on_every_instance(tmp_path, postgres_url):

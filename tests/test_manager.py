@@ -411,3 +411,92 @@ def test_admission_covers_a_load_that_peaks_above_its_estimate():
     with pytest.raises(BudgetExceededError, match="needs an estimated 120.0MiB"):
         with too_big.use("c"):
             pass
+
+
+# -- explicit states: LOADING -> READY -> CLOSING -> CLOSED ------------------------------------
+def test_states_through_a_load_and_an_unload():
+    from mimir.runtime.manager import ModelState
+
+    m, _ = manager(scripted("a", load_s=0.3, close_s=0.3))
+    seen: list[ModelState] = []
+    assert m.state("a") is ModelState.CLOSED
+
+    def load():
+        with m.use("a"):
+            pass
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    while m.state("a") is ModelState.CLOSED:
+        time.sleep(0.01)
+    seen.append(m.state("a"))
+    loader.join()
+    seen.append(m.state("a"))
+    unloader = threading.Thread(target=m.unload, args=("a",))
+    unloader.start()
+    while m.state("a") is ModelState.READY:
+        time.sleep(0.01)
+    seen.append(m.state("a"))
+    status = m.status()
+    assert status.resident == () and [c.model_id for c in status.closing] == ["a"]
+    assert status.closing[0].state is ModelState.CLOSING
+    assert status.used_ram_bytes == 10 * MiB  # a closing model still counts against the budget
+    unloader.join()
+    seen.append(m.state("a"))
+    assert seen == [ModelState.LOADING, ModelState.READY, ModelState.CLOSING, ModelState.CLOSED]
+    assert m.status().used_ram_bytes == 0
+
+
+def test_a_load_that_needs_the_room_of_a_closing_model_waits_for_it():
+    m, reg = manager(scripted("a", size_mib=60, close_s=0.5), scripted("b", size_mib=60), budget_mib=100)
+    events = []
+    m.subscribe(lambda e: events.append((e.kind, e.model_id)))
+    with m.use("a"):
+        pass
+    unloader = threading.Thread(target=m.unload, args=("a",))
+    unloader.start()
+    while not m.status().closing:
+        time.sleep(0.01)
+    with m.use("b"):  # fits only once a's memory is back
+        assert m.status().closing == ()
+    unloader.join()
+    assert events == [("load", "a"), ("unload", "a"), ("load", "b")]
+
+
+def test_on_load_start_is_called_only_by_the_call_that_loads():
+    m, _ = manager(scripted("a", size_mib=7))
+    starts = []
+    with m.use("a", on_load_start=starts.append):
+        pass
+    with m.use("a", on_load_start=starts.append):  # resident now: no load, no event
+        pass
+    assert [e.total_bytes for e in starts] == [7 * MiB]
+
+
+def test_subscribe_and_unsubscribe_are_safe_while_events_are_delivered():
+    m, _ = manager(scripted("a"), scripted("b"), budget_mib=15)
+    always: list[str] = []
+    m.subscribe(lambda e: always.append(e.kind))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn():
+        try:
+            while not stop.is_set():
+                unsubscribe = m.subscribe(lambda e: None)
+                unsubscribe()
+                unsubscribe()  # idempotent
+        except BaseException as exc:  # pragma: no cover - the failure this test looks for
+            errors.append(exc)
+
+    workers = [threading.Thread(target=churn) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for mid in ("a", "b") * 10:  # each use evicts the other: 39 events
+        with m.use(mid):
+            pass
+    stop.set()
+    for w in workers:
+        w.join()
+    assert errors == []
+    assert always.count("load") == 20 and always.count("evict") == 19

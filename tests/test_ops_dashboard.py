@@ -19,8 +19,8 @@ from mimir.app import MimirApp  # noqa: E402
 from mimir.config import settings_from_dict  # noqa: E402
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "mimir.json"
-#: Series that exist only with a request queue or an NVIDIA GPU.
-CONDITIONAL = {"mimir_queue_depth", "mimir_gpu_memory_used_bytes", "mimir_gpu_memory_total_bytes"}
+#: Series that exist only with an NVIDIA GPU.
+CONDITIONAL = {"mimir_gpu_memory_used_bytes", "mimir_gpu_memory_total_bytes"}
 
 
 def _exprs(dashboard: dict) -> list[str]:

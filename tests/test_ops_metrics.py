@@ -56,7 +56,7 @@ def test_metrics_after_real_turns_match_the_telemetry_rows(bundled_gguf):
         turns = app.db.read("SELECT COUNT(*) AS n, SUM(CASE WHEN error IS NULL THEN 1 ELSE 0 END) AS ok "
                             "FROM telemetry_turns")[0]
         steps = app.db.read("SELECT name, agent, model, COUNT(*) AS n, SUM(wall_s) AS wall, "
-                            "SUM(tokens_in) AS tin, SUM(tokens_out) AS tout FROM telemetry_steps "
+                            "SUM(tokens_in) AS tin, SUM(tokens_out) AS tout, SUM(tokens_evaluated) AS tev FROM telemetry_steps "
                             "GROUP BY name, agent, model")
         loads = app.db.read("SELECT COUNT(*) AS n FROM telemetry_events WHERE kind = 'load'")[0]["n"]
 
@@ -76,7 +76,9 @@ def test_metrics_after_real_turns_match_the_telemetry_rows(bundled_gguf):
     assert total_out > 0
     assert _value(tokens, "mimir_tokens_total", model="small", direction="in") == total_in
     assert _value(tokens, "mimir_tokens_total", model="small", direction="out") == total_out
-    assert _value(tokens, "mimir_tokens_total", model="small", direction="evaluated") == total_in + total_out
+    total_evaluated = sum(r["tev"] or 0 for r in steps if r["model"] == "small")
+    assert 0 < total_evaluated <= total_in  # the engine reports it; a reused prefix is not evaluated again
+    assert _value(tokens, "mimir_tokens_total", model="small", direction="evaluated") == total_evaluated
     assert _value(m["mimir_model_loads"], "mimir_model_loads_total", model="small") == loads == 1
     peak = m["mimir_step_peak_rss_bytes"]
     assert _value(peak, "mimir_step_peak_rss_bytes_count") == sum(r["n"] for r in steps)
@@ -139,3 +141,19 @@ def test_server_keys_are_checked_when_settings_load():
         settings_from_dict({"server": {"metrics": "yes"}})
     with pytest.raises(ConfigError, match="server.ready_timeout"):
         settings_from_dict({"server": {"ready_timeout": "soon"}})
+
+
+def test_queue_depth_is_the_admission_queues_waiting_turns():
+    with _scripted_app() as app:
+        client = _client(app)
+        assert _value(_samples(client.get("/metrics").text)["mimir_queue_depth"], "mimir_queue_depth") == 0
+        running = app.queue.enter("ada")
+        running.wait()  # holds the only slot
+        waiting = [app.queue.enter(user) for user in ("bo", "cy")]
+        try:
+            depth = _samples(client.get("/metrics").text)["mimir_queue_depth"]
+            assert _value(depth, "mimir_queue_depth") == 2 == app.queue.depth
+        finally:
+            for ticket in (*waiting, running):
+                ticket.release()
+        assert _value(_samples(client.get("/metrics").text)["mimir_queue_depth"], "mimir_queue_depth") == 0

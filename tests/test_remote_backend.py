@@ -1,5 +1,5 @@
-"""The openai backend against a real model server: llama.cpp's own OpenAI-compatible server
-(``python -m llama_cpp.server``) serving the bundled model over real HTTP."""
+"""The openai backend against a real model server: llama.cpp's own OpenAI-compatible HTTP
+server (``tests/llama_http_server.py``) serving the bundled model over real HTTP."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from mimir.models.base import ChatMessage, GenerationParams
 from mimir.models.spec import ModelSource, ModelSpec
 from mimir.runtime.manager import ModelManager
 
-pytest.importorskip("llama_cpp.server", reason="llama_cpp.server needs the dev extra")
+SERVER = Path(__file__).with_name("llama_http_server.py")
 
 
 def free_port() -> int:
@@ -32,8 +33,7 @@ def server_url():
     port = free_port()
     gguf = str(bundled_model_spec().source.local_path())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1", "--port", str(port),
-         "--model_alias", "smol", "--n_ctx", "2048", "--logits_all", "true"],
+        [sys.executable, str(SERVER), gguf, str(port), "smol"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/v1"
@@ -46,7 +46,7 @@ def server_url():
             time.sleep(0.3)
     else:
         proc.kill()
-        pytest.fail("llama_cpp.server did not start")
+        pytest.fail("the llama.cpp server did not start")
     yield url
     proc.terminate()
     proc.wait(timeout=30)
@@ -107,10 +107,14 @@ def test_unknown_model_on_the_server_lists_what_it_serves(server_url):
 
 
 def test_server_errors_become_generation_errors(server_url):
-    manager = ModelManager({"remote": remote(server_url)}, budget_ram_bytes=10**9)
+    # A spec that claims a larger window than the server has: the local guard lets the
+    # prompt through and the server refuses it.
+    spec = ModelSpec(id="remote", backend="openai", source=ModelSource("url", server_url),
+                     context_length=100_000, options={"model": "smol"})
+    manager = ModelManager({"remote": spec}, budget_ram_bytes=10**9)
     with manager.use("remote") as model:
-        with pytest.raises(GenerationError, match="HTTP"):
-            model.chat([ChatMessage("user", "hi")], GenerationParams(max_tokens=4, top_p=2.0))
+        with pytest.raises(GenerationError, match="HTTP 400"):
+            model.chat([ChatMessage("user", "word " * 3000)], GenerationParams(max_tokens=4))
     manager.close()
 
 

@@ -123,6 +123,30 @@ def test_slots_are_shared_by_every_process_and_freed_when_one_dies(db_target, tm
         assert lease is not None
 
 
+def test_the_per_user_limit_holds_across_instances(db_target):
+    """Two admission queues (two instances) on one database: a user's second turn is refused
+    on the other instance while the first runs, and admitted once it is over."""
+    from mimir.errors import ServerBusyError
+    from mimir.runtime.admission import Admission
+
+    with Database.open(db_target) as a_db, Database.open(db_target) as b_db:
+        a, b = Admission(per_user=1, shared=a_db.try_slot), Admission(per_user=1, shared=b_db.try_slot)
+        ticket = a.enter("user:sam")
+        ticket.wait()
+        with pytest.raises(ServerBusyError) as info:
+            b.enter("user:sam")
+        assert info.value.http_status == 429 and "across every server" in str(info.value)
+        other = b.enter("user:kim")  # another user is not held back
+        other.release()
+        ticket.release()
+        again = b.enter("user:sam")
+        again.wait()
+        with pytest.raises(ServerBusyError):
+            a.enter("user:sam")
+        again.release()
+        a.enter("user:sam").release()
+
+
 # -- the storage URL ------------------------------------------------------------------------------
 def test_default_is_the_sqlite_file_under_home(tmp_path):
     settings = settings_from_dict({}, env={"MIMIR_HOME": str(tmp_path)})
@@ -326,3 +350,62 @@ def test_a_turn_survives_a_server_restart_in_its_middle(postgres_server, postgre
         assert [s.step_id for s in steps] == [s.step_id for s in result.telemetry.steps]
         assert any(e.kind == "load" for s in steps for e in s.events)
         assert [t.turn_id for t in stored.turns(last=5)] == [result.turn_id]
+
+
+def test_a_migration_from_another_instance_does_not_break_running_queries(postgres_url):
+    """A rolling upgrade: instance B adds a column while instance A keeps reading the table."""
+    with Database.open(postgres_url) as a:
+        store = ConversationStore(a)
+        sid = store.create_session()
+        store.add_turn(turn_id="r1", session_id=sid, user_message="q", response="a", status="ok")
+        for _ in range(8):  # often enough that a driver would have prepared the statement
+            store.get_turn("r1")
+
+        def m900_extra(conn):
+            conn.execute("ALTER TABLE turns ADD COLUMN extra TEXT")
+
+        with Database.open(postgres_url, migrations=[*MIGRATIONS, ("m900_extra", m900_extra)]):
+            pass
+        assert store.get_turn("r1").id == "r1"
+
+
+def test_a_turn_postgres_cannot_take_is_spooled_and_stored_at_the_next_start(postgres_server, postgres_url, monkeypatch):
+    """The server goes away mid-turn and stays away longer than the retries: the student still
+    gets the answer (with a 'not saved' notice), the turn waits in the spool, and the next
+    start stores it in PostgreSQL through the same stores."""
+    from mimir.app import MimirApp
+    from mimir.config import settings_from_dict
+    from mimir.storage.telemetry_store import TelemetryStore
+
+    monkeypatch.setenv("MIMIR_DATABASE_URL", postgres_url)
+    data = {
+        "models": {"m": {"backend": "scripted", "path": "scripted",
+                         "options": {"token_s": 0.3, "replies": ["Two and two make four."]}}},
+        "tutor": {"thinking": False},
+    }
+    first_token = threading.Event()
+    with MimirApp(settings_from_dict(data)) as app:
+        sid = app.conversations.create_session("spooled")
+        app.db.retry_s = 1.0  # give up quickly: the server stays down for this test
+        app.tutor  # built (replaying an empty spool) while the server is up
+        done = {}
+        worker = threading.Thread(target=lambda: done.update(
+            result=app.tutor.run_turn("What is 2 + 2?", sid, on_token=lambda text: first_token.set())))
+        worker.start()
+        assert first_token.wait(120)
+        postgres_server.stop()
+        try:
+            worker.join(timeout=180)
+            result = done["result"]
+            assert result.response == "Two and two make four."
+            assert any("could not be saved" in n for n in result.notices)
+            app.telemetry.flush()
+        finally:
+            postgres_server.start_again()
+    assert (app.settings.home / "spool.jsonl").exists()
+
+    with MimirApp(settings_from_dict(data)) as again:
+        again.tutor  # the next start replays the spool
+        [turn] = again.conversations.turns(sid)
+        assert turn.id == result.turn_id and turn.response == result.response
+        assert result.turn_id in TelemetryStore(again.db).turn_instances([result.turn_id])

@@ -68,3 +68,35 @@ def test_cut_off_sentence_trimmed_only_when_truncated():
 
 def test_whitespace_is_tidied():
     assert clean_response("\n\nA.   \n\n\n\nB.\n") == "A.\n\nB."
+
+
+# -- near duplicates (issue 12) ---------------------------------------------------------------
+
+from mimir.tutor.postprocess import repeated_sentences  # noqa: E402
+
+TRIG_LOOP = (
+    "The tangent of an angle is the ratio of the opposite side to the adjacent side.\n\n"
+    "These functions are used to find the sine, cosine, and tangent of any angle. They are also used to find sine, "
+    "cosine, and tangent of an angle. They are also used to find sine, cosine, and tangent of the sine of an angle. "
+    "They are also used to find sine, cosine, and cosine of the cosine of an angle."
+)
+
+
+def test_near_duplicate_sentences_are_dropped_and_counted():
+    assert repeated_sentences(TRIG_LOOP) >= 2
+    cleaned = clean_response(TRIG_LOOP)
+    assert repeated_sentences(cleaned) == 0
+    assert cleaned.count("They are also used") == 0 or cleaned.count("They are also used") == 1
+    assert "These functions are used to find the sine, cosine, and tangent of any angle." in cleaned
+
+
+def test_different_sentences_with_shared_words_stay():
+    text = ("The sine of an angle is opposite over hypotenuse. The cosine of an angle is adjacent over hypotenuse. "
+            "The tangent of an angle is opposite over adjacent.")
+    assert clean_response(text) == text
+    assert repeated_sentences(text) == 0
+
+
+def test_near_duplicate_check_handles_long_inputs():
+    text = " ".join(f"Sentence {i} talks about topic {i * 7} with words w{i} and v{i * 3}." for i in range(5000))
+    assert clean_response(text).count("Sentence") == 5000

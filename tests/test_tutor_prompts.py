@@ -52,12 +52,16 @@ def test_full_system_prompt_fits_the_small_model_budget():
     assert lib.segment("thinking_math") not in everything
 
 
-def test_full_system_prompt_fits_with_the_real_tokenizer(bundled_gguf):
-    from llama_cpp import Llama
+def test_full_system_prompt_fits_with_the_real_tokenizer():
+    from mimir.config import bundled_model_spec
+    from mimir.models.llama_server import LlamaServerBackend
 
-    llm = Llama(model_path=str(bundled_gguf), vocab_only=True, verbose=False)
-    text = PromptLibrary().system_prompt(list(Flag))
-    assert len(llm.tokenize(text.encode("utf-8"), add_bos=False)) < 700
+    model = LlamaServerBackend().load(bundled_model_spec())
+    try:
+        text = PromptLibrary().system_prompt(list(Flag))
+        assert model.count_tokens(text) < 700
+    finally:
+        model.close()
 
 
 def test_system_prompt_contains_only_active_segments_in_order():

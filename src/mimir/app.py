@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mimir.runtime.admission import Admission
     from mimir.storage.accounts import AccountStore
     from mimir.storage.audit import AuditLog
+    from mimir.runtime.runner import Runner
     from mimir.storage.conversations import ConversationStore
     from mimir.storage.db import Database
     from mimir.storage.spool import ReplayReport, Spool
@@ -56,6 +57,13 @@ class MimirApp:
     @_built_once
     def manager(self) -> ModelManager:
         return ModelManager.from_settings(self.settings)
+
+    @_built_once
+    def runner(self) -> Runner:
+        """The one door to the models: every generation and scoring goes through it."""
+        from mimir.runtime.runner import Runner
+
+        return Runner(self.manager)
 
     @_built_once
     def db(self) -> Database:
@@ -107,7 +115,8 @@ class MimirApp:
         """The tutor pipeline on this app's manager, telemetry and conversation store."""
         from mimir.tutor.pipeline import Tutor
 
-        tutor = Tutor(self.settings, self.manager, self.telemetry, self.conversations, spool=self.spool)
+        tutor = Tutor(self.settings, self.manager, self.telemetry, self.conversations, spool=self.spool,
+                      runner=self.runner)
         self.replay_spool()
         return tutor
 
@@ -141,9 +150,11 @@ class MimirApp:
         from mimir.runtime.admission import Admission
 
         limits = self.settings.limits
+        # Instances sharing a PostgreSQL database share the per-user limit (advisory locks).
+        shared = self.db.try_slot if self.db.engine == "postgresql" else None
         return Admission(
             engine_slots(self.manager, self.settings), max_queue=limits.max_queue,
-            per_user=limits.per_user_concurrency, turn_timeout_s=limits.turn_timeout_s,
+            per_user=limits.per_user_concurrency, turn_timeout_s=limits.turn_timeout_s, shared=shared,
         )
 
     def close(self) -> None:
@@ -192,29 +203,34 @@ def apply_retention(settings: Settings, db: Database) -> int:
     return deleted
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 class RedactingFormatter(logging.Formatter):
-    """Log lines (tracebacks included) with credentials in URLs masked."""
+    """Wraps a handler's formatter: the same lines (tracebacks included), with credentials in
+    URLs masked."""
+
+    def __init__(self, inner: logging.Formatter | None = None):
+        super().__init__()
+        self.inner = inner or logging.Formatter(LOG_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
         from mimir.redact import redact_secrets
 
-        return redact_secrets(super().format(record))
+        return redact_secrets(self.inner.format(record))
 
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.WARNING),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     redact_log_handlers()
 
 
 def redact_log_handlers(logger: logging.Logger | None = None) -> None:
-    """Give every handler of ``logger`` (default: the root logger) a redacting formatter."""
+    """Wrap the formatter of every handler of ``logger`` (default: the root logger) so that
+    its lines are redacted."""
     for handler in (logger or logging.getLogger()).handlers:
         if not isinstance(handler.formatter, RedactingFormatter):
-            fmt = handler.formatter
-            handler.setFormatter(RedactingFormatter(
-                fmt._fmt if fmt else "%(asctime)s %(levelname)s %(name)s: %(message)s",
-                fmt.datefmt if fmt else None,
-            ))
+            handler.setFormatter(RedactingFormatter(handler.formatter))

@@ -108,8 +108,13 @@ class TutorSettings:
     #: The sympy math engine (``math_check`` step, answer checking, practice keys, claim
     #: checks); its worker process gets ``math_timeout_s`` per call and ``math_memory_mb``.
     math_check: bool = True
-    math_timeout_s: float = 2.0
+    math_timeout_s: float = 5.0
     math_memory_mb: int = 512
+    #: Repetition controls for the thinking and response models (llama.cpp semantics; tuned
+    #: on the bundled model with bench/tune_repetition.py, see docs/math.md).
+    repeat_penalty: float = 1.1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -519,6 +524,9 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
         "math_check",
         "math_timeout_s",
         "math_memory_mb",
+        "repeat_penalty",
+        "presence_penalty",
+        "frequency_penalty",
     }
     _check_keys(raw, valid, "tutor", src)
     defaults = TutorSettings()
@@ -551,6 +559,12 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
     math_timeout = raw.get("math_timeout_s", defaults.math_timeout_s)
     if not isinstance(math_timeout, (int, float)) or isinstance(math_timeout, bool) or not 0 < math_timeout <= 60:
         raise ConfigError("tutor.math_timeout_s", "must be a number of seconds between 0 and 60", source=src)
+    penalties = {}
+    for key, low, high in (("repeat_penalty", 0.5, 2.0), ("presence_penalty", -2.0, 2.0), ("frequency_penalty", -2.0, 2.0)):
+        value = raw.get(key, getattr(defaults, key))
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigError(f"tutor.{key}", f"must be a number between {low:g} and {high:g}", source=src)
+        penalties[key] = float(value)
     prompts_dir = raw.get("prompts_dir")
     if prompts_dir is not None:
         if not isinstance(prompts_dir, str):
@@ -571,6 +585,7 @@ def _parse_tutor(raw: Mapping[str, Any], src: str | None, source: Path | None) -
         math_check=math_check,
         math_timeout_s=float(math_timeout),
         math_memory_mb=_int("math_memory_mb", defaults.math_memory_mb, 64),
+        **penalties,
     )
 
 

@@ -41,7 +41,7 @@ from mimir.auth.web import principal_of
 from mimir.errors import InvalidInputError, MimirError, UnknownModelError
 from mimir.models.base import ChatMessage, GenerationParams
 from mimir.runtime.admission import TurnControl
-from mimir.tutor.text import clean_user_text
+from mimir.tutor.text import clean_text, clean_user_text
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -222,24 +222,16 @@ def _tutor_runner(app: MimirApp, body, session: str | None) -> Callable[[Callabl
 
 
 def _model_runner(app: MimirApp, body) -> Callable[[Callable[[str], None]], dict]:
-    messages = [ChatMessage(m.role, m.content) for m in body.messages]
+    # Cleaned like the tutor's input: a message cannot open a new turn with template tokens.
+    messages = [ChatMessage(m.role, clean_text(m.content)) for m in body.messages]
     params = _params(app, body)
 
     def run(on_token: Callable[[str], None], control: TurnControl | None = None) -> dict:
+        # Through the runner like every generation: lease, OOM policy, accounting; the
+        # control (a client that left, a deadline) is checked at every token.
         with app.telemetry.step("api_completion", agent="api", model=body.model) as step:
-            if control is not None:
-                control.check()
-            with app.manager.use(body.model) as model:
-                stream = model.stream(messages, params)
-                try:
-                    for piece in stream:
-                        if control is not None:
-                            control.check()  # a client that left stops the generation here
-                        on_token(piece)
-                    completion = stream.completion
-                finally:
-                    stream.close()
-            step.add_tokens(completion.tokens_in, completion.tokens_out)
+            completion = app.runner.generate(body.model, messages, params, on_token=on_token, step=step,
+                                             cancel=None if control is None else control.check)
         return {
             "text": completion.text,
             "finish_reason": "length" if completion.finish_reason == "length" else "stop",

@@ -10,7 +10,7 @@ derived from it: :data:`STEP_JSON_KEYS` (per-step keys of ``ask --json`` and the
 :data:`STEP_COLUMNS` (columns of the ``telemetry_steps`` table), :data:`STEP_SQL_TYPES` (their
 SQL types) and :data:`STEP_CSV_COLUMNS` (the step's columns of ``mimir memory --csv``).
 
-To add a step field (for example ``tokens_evaluated``):
+To add a step field (``tokens_evaluated`` was added this way, with migration ``m006``):
 
 1. add it to :class:`StepRecord` with a default, e.g.
    ``tokens_evaluated: int | None = step_field(sql="INTEGER")`` (``json``/``csv`` say whether
@@ -65,6 +65,9 @@ class StepRecord:
     wall_s: float = step_field(required=True, sql="REAL")
     tokens_in: int | None = step_field()
     tokens_out: int | None = step_field()
+    #: Prompt tokens the engine actually evaluated; the rest of ``tokens_in`` came from its
+    #: prompt cache (a prefix shared with an earlier step or turn). None: not reported.
+    tokens_evaluated: int | None = step_field()
     rss_before_bytes: int | None = step_field()
     rss_after_bytes: int | None = step_field()
     #: Highest RSS seen between the start and the end of the step (sampled, plus the

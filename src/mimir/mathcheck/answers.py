@@ -50,17 +50,39 @@ _TUPLE = re.compile(r"^\s*\(\s*([^(),]+)\s*,\s*([^(),]+)\s*(?:,\s*([^(),]+)\s*)?
 _PLUS_C = re.compile(r"\+\s*[cCkK]\s*$")
 
 
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+    " seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORD = re.compile(r"\b(?:minus\s+|negative\s+)?(?:" + "|".join(_NUMBER_WORDS) + r")\b", re.I)
+_VAR_IS = re.compile(r"\b([a-zA-Z])\s+(?:is|equals|would\s+be|should\s+be)\s+", re.I)
+_PLUS_MINUS = re.compile(r"\u00b1|\+\s*/?\s*-|\\pm\b")
+_NONE = re.compile(r"\b(?:undefined|does\s*n[o']?t\s+exist|dne|no\s+(?:limit|solutions?|answer)|infinit[ey]|impossible)\b", re.I)
+
+
+def _number_word(m: re.Match[str]) -> str:
+    words = m.group(0).lower().split()
+    return ("-" if len(words) > 1 else "") + _NUMBER_WORDS[words[-1]]
+
+
 def _items(reply: str) -> list[str]:
     text = latex_to_plain(reply[:MAX_REPLY_CHARS]).replace("\n", " ")
     text = _PREFIX.sub("", text.strip())
+    text = _VAR_IS.sub(lambda m: f"{m.group(1)} = ", text)
+    text = _NUMBER_WORD.sub(_number_word, text)
     text = _FILLER.sub(" ", text)
     text = re.sub(r"[?!]+", " ", text)
-    text = re.sub(r"(?<!\d)\.(?!\d)", " ", text)  # sentence periods, not decimal points
+    text = re.sub(r"\.(?!\d)", " ", text)  # sentence periods, not decimal points
     text = text.replace(":", " ").strip()
     tup = _TUPLE.match(text)
     if tup:
         return ["(" + ",".join(g for g in tup.groups() if g) + ")"]
-    parts = [p.strip() for p in _SPLIT.split(text) if p.strip()]
+    parts = []
+    for part in _SPLIT.split(text):
+        part = part.strip()
+        if _PLUS_MINUS.search(part):  # x = ±√2: both signs
+            parts += [_PLUS_MINUS.sub("+", part, count=1), _PLUS_MINUS.sub("-", part, count=1)]
+        elif part:
+            parts.append(part)
     return parts
 
 
@@ -69,10 +91,11 @@ def _value(text: str, *, evaluate: bool = True):
 
 
 def _equal(a, b, *, decimals: int = 0) -> bool | None:
-    """True/False when decided, None when sympy cannot tell."""
+    """True/False when decided, None when sympy cannot tell. Cheap tests first: exact
+    numbers, then values at random points (a nonzero value decides), then cancel/simplify."""
     try:
-        diff = sympy.simplify(a - b)
-    except (TypeError, ValueError, NotImplementedError):
+        diff = a - b
+    except (TypeError, ValueError):
         return None
     if diff == 0:
         return True
@@ -96,7 +119,14 @@ def _equal(a, b, *, decimals: int = 0) -> bool | None:
         if abs(val) > 1e-8:
             return False
         zero += 1
-    return True if zero >= 3 else None
+    if zero < 3:
+        return None
+    try:
+        if sympy.cancel(sympy.expand(diff)) == 0 or sympy.simplify(diff) == 0:
+            return True
+    except (TypeError, ValueError, NotImplementedError):
+        return None
+    return None
 
 
 def _decimals(text: str) -> int:
@@ -107,6 +137,11 @@ def _decimals(text: str) -> int:
 def check_answer(key: Key, reply: str) -> Verdict:
     """Compare a reply with the key. Never raises for bad input."""
     try:
+        if _NONE.search(reply[:MAX_REPLY_CHARS]):
+            exists = bool(key.solutions) if key.kind == "solutions" else key.value not in ("oo", "-oo", "zoo", "nan")
+            if exists:
+                return Verdict("incorrect", "there is an answer: the reply says there is none", ("value",))
+            return Verdict("unknown", "the reply says there is no finite answer")
         items = _items(reply)
         if not items:
             return Verdict("unknown", "no answer found in the reply")

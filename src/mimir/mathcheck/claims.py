@@ -28,11 +28,13 @@ from mimir.mathcheck.spans import equalities
 MAX_CLAIM_TEXT_CHARS = 20_000
 _STRUCK = re.compile(r"~~[^~\n]{0,400}~~")
 _NUM = r"-?\d+(?:\.\d+)?"
+#: A prose claim's value must be a whole number, not the start of an expression ("is 82 + 91 = ...").
+_END_VALUE = r"(?!\d|\.\d|\s*[-+*/^=(\u00d7\u00f7])"
 _PROSE = [
-    (re.compile(r"\b(?:the\s+)?(?:average|mean)\s+of\s+(?P<nums>" + _NUM + r"(?:\s*(?:,\s*and|,|and)\s*" + _NUM + r")+)\s+(?:is|equals|=|would\s+be)\s+(?P<rhs>" + _NUM + r")(?!\d|\.\d)", re.I), "average"),
-    (re.compile(r"\b(?:the\s+)?sum\s+of\s+(?P<nums>" + _NUM + r"(?:\s*(?:,\s*and|,|and)\s*" + _NUM + r")+)\s+(?:is|equals|=)\s+(?P<rhs>" + _NUM + r")(?!\d|\.\d)", re.I), "sum"),
-    (re.compile(r"(?P<a>" + _NUM + r")\s*(?:%|percent)\s+of\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=)\s+(?P<rhs>" + _NUM + r")(?!\d|\.\d)", re.I), "percent"),
-    (re.compile(r"(?P<a>" + _NUM + r")\s+(?P<op>plus|minus|times|multiplied\s+by|divided\s+by)\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=|makes)\s+(?P<rhs>" + _NUM + r")(?!\d|\.\d)", re.I), "words"),
+    (re.compile(r"\b(?:the\s+)?(?:average|mean)\s+of\s+(?P<nums>" + _NUM + r"(?:\s*(?:,\s*and|,|and)\s*" + _NUM + r")+)\s+(?:is|equals|=|would\s+be)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "average"),
+    (re.compile(r"\b(?:the\s+)?sum\s+of\s+(?P<nums>" + _NUM + r"(?:\s*(?:,\s*and|,|and)\s*" + _NUM + r")+)\s+(?:is|equals|=)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "sum"),
+    (re.compile(r"(?P<a>" + _NUM + r")\s*(?:%|percent)\s+of\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "percent"),
+    (re.compile(r"(?P<a>" + _NUM + r")\s+(?P<op>plus|minus|times|multiplied\s+by|divided\s+by)\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=|makes)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "words"),
 ]
 _OPS = {"plus": "+", "minus": "-", "times": "*", "multiplied by": "*", "divided by": "/"}
 
@@ -109,7 +111,7 @@ def check_claims(text: str, solutions: list[dict[str, str]] | None = None, hide:
         symbols = lv.free_symbols | rv.free_symbols
         if hidden and len(symbols) == 1 and lv.is_Symbol and not rv.free_symbols:
             name = lv.name
-            if any(name in h and sympy.simplify(h[name] - rv) == 0 for h in hidden):
+            if any(name in h and _is_zero(h[name] - rv) for h in hidden):
                 start = claim.right_start + claim.right.find(right)
                 edits.append((start, start + len(right), "?"))
                 report.hidden += 1
@@ -119,7 +121,7 @@ def check_claims(text: str, solutions: list[dict[str, str]] | None = None, hide:
             holds = False
             for sol in sols:
                 try:
-                    if sympy.simplify((lv - rv).subs(sol)) == 0:
+                    if _is_zero((lv - rv).subs(sol)):
                         holds = True
                         break
                 except (TypeError, ValueError):
@@ -129,7 +131,7 @@ def check_claims(text: str, solutions: list[dict[str, str]] | None = None, hide:
                 start = claim.left_start + claim.left.find(left)
                 end = claim.right_start + claim.right.find(right) + len(right)
                 edits.append((start, end, f"~~{text[start:end]}~~"))
-                report.corrections.append(f"{left} = {right} is not true for this problem, so that step is wrong")
+                report.corrections.append(f"step: {left} = {right}")
     for rx, kind in _PROSE:
         for m in rx.finditer(masked):
             rhs = m.group("rhs")
@@ -155,6 +157,15 @@ def check_claims(text: str, solutions: list[dict[str, str]] | None = None, hide:
                 report.corrections.append(f"{what} is {good}, not {rhs}")
     report.text = _apply(text, edits)
     return report
+
+
+def _is_zero(value) -> bool:
+    """Exact zero for numbers (no simplify on the hot path); simplify only for leftovers."""
+    if value == 0:
+        return True
+    if value.is_number:
+        return abs(complex(sympy.N(value, 30))) < 1e-12
+    return sympy.simplify(value) == 0
 
 
 def _apply(text: str, edits: list[tuple[int, int, str]]) -> str:

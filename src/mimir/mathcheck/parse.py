@@ -11,6 +11,7 @@ so student text is always data. Anything else is :class:`MathParseError` (the ve
 
 from __future__ import annotations
 
+import functools
 import re
 from tokenize import TokenError
 
@@ -75,7 +76,23 @@ def _check_names(text: str) -> str:
 
 def parse_math(text: str, *, evaluate: bool = True) -> sympy.Expr:
     """One expression (no ``=``). ``evaluate=False`` keeps the written form (``3(x+1)``
-    stays a product). Raises :class:`MathParseError`."""
+    stays a product). Raises :class:`MathParseError`. Results (and refusals) are cached:
+    sympy expressions are immutable, and a turn reads the same text several times."""
+    result = _parse_cached(text[: MAX_EXPR_CHARS * 4], evaluate)
+    if isinstance(result, str):
+        raise MathParseError(result)
+    return result
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(text: str, evaluate: bool) -> sympy.Expr | str:
+    try:
+        return _parse(text, evaluate)
+    except MathParseError as exc:
+        return str(exc)
+
+
+def _parse(text: str, evaluate: bool) -> sympy.Expr:
     plain = normalise(text)
     if not plain:
         raise MathParseError("no expression")

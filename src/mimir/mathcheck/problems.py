@@ -256,9 +256,7 @@ def _solve_equations(problem: Problem) -> Key | None:
     syms = sorted({s for e in eqs for s in e.free_symbols}, key=lambda s: s.name)
     if problem.skill != "system" and problem.var:
         syms = [sympy.Symbol(problem.var)]
-    found = sympy.solve(eqs, syms, dict=True)
-    if not found and problem.skill != "system":
-        pass
+    found = _fast_solve(problem.skill, eqs, syms)
     solutions = [{s.name: format_value(sol[s]) for s in syms if s in sol} for sol in found]
     if any(len(sol) != len(syms) for sol in solutions):
         return None
@@ -266,6 +264,22 @@ def _solve_equations(problem: Problem) -> Key | None:
     key = Key(problem.skill, f"Solve {statement}", "solutions", [s.name for s in syms], solutions)
     key.hints = _equation_hints(problem, eqs, syms, found)
     return key
+
+
+def _fast_solve(skill: str, eqs, syms) -> list[dict]:
+    """linsolve for linear equations and roots for quadratics (much faster than solve)."""
+    exprs = [sympy.expand(e.lhs - e.rhs) for e in eqs]
+    if skill in ("linear", "system"):
+        found = sympy.linsolve(exprs, syms)
+        if isinstance(found, sympy.FiniteSet) and len(found) == 1:
+            point = next(iter(found))
+            if not any(v.free_symbols for v in point):
+                return [dict(zip(syms, point))]
+        return []
+    roots = sympy.roots(sympy.Poly(exprs[0], syms[0]))
+    if sum(roots.values()) == 2:
+        return [{syms[0]: r} for r in sorted(roots, key=sympy.default_sort_key)]
+    return [{syms[0]: r} for r in sympy.solve(exprs[0], syms[0])]
 
 
 def _equation_hints(problem: Problem, eqs, syms, found) -> list[str]:
@@ -300,15 +314,16 @@ def _equation_hints(problem: Problem, eqs, syms, found) -> list[str]:
     hints = [
         f"Eliminate one variable: scale the equations so that the {second}-terms cancel when you add or subtract them.",
     ]
-    try:
-        expr_second = sympy.solve(eqs[0], second)
-        if expr_second:
-            reduced = sympy.expand(eqs[1].lhs.subs(second, expr_second[0]) - eqs[1].rhs.subs(second, expr_second[0]))
-            a = reduced.coeff(first, 1)
-            c = -(reduced - a * first)
-            hints.append(f"Without {second} you get one equation in {first}: {format_value(a * first)} = {format_value(sympy.simplify(c))}.")
-    except (NotImplementedError, TypeError, ValueError, IndexError):
-        pass
+    e1, e2 = (sympy.expand(e.lhs - e.rhs) for e in eqs[:2])
+    b1, b2 = e1.coeff(second, 1), e2.coeff(second, 1)
+    if len(eqs) == 2 and b1 != 0 and b2 != 0:
+        reduced = sympy.expand(b2 * e1 - b1 * e2)  # the second variable cancels
+        a = reduced.coeff(first, 1)
+        c = -(reduced - a * first)
+        if a != 0 and not c.free_symbols:
+            if a < 0:
+                a, c = -a, -c
+            hints.append(f"Without {second} you get one equation in {first}: {format_value(a * first)} = {format_value(c)}.")
     hints.append(f"When you know {first}, put it into {problem.exprs[0]} to find {second}.")
     return hints
 
@@ -355,12 +370,19 @@ def _solve_transform(problem: Problem) -> Key | None:
                  "Check by putting a number in for the variable in both forms."]
         form = "expanded"
     else:
-        value = sympy.simplify(expr)
+        # cancel() settles rational expressions in milliseconds; simplify() only for the rest.
+        value = sympy.cancel(expr) if _is_rational(expr) else sympy.simplify(expr)
         hints = ["Factor the numerator and the denominator where you can.",
                  "Cancel factors that appear in both.",
                  "Collect like terms in what is left."]
         form = "simplified"
     return _value_key(problem, f"{skill.capitalize()} {problem.exprs[0]}", value, hints, form=form)
+
+
+def _is_rational(expr) -> bool:
+    num, den = sympy.fraction(sympy.together(expr))
+    symbols = sorted(expr.free_symbols, key=lambda s: s.name)
+    return bool(symbols) and num.is_polynomial(*symbols) and den.is_polynomial(*symbols)
 
 
 def _solve_derivative(problem: Problem) -> Key | None:

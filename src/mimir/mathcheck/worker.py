@@ -24,7 +24,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 2.0
+DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MEMORY_BYTES = 512 * 1024 * 1024
 #: How long the first call may wait for the child to import sympy.
 START_TIMEOUT_S = 60.0
@@ -50,6 +50,7 @@ def serve(memory_bytes: int) -> None:  # pragma: no cover - runs in the child
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from mimir.mathcheck import engine  # imports sympy
 
+    engine.warm_up()
     if memory_bytes > 0:
         limit = _vm_bytes() + memory_bytes
         try:

@@ -44,9 +44,9 @@ class BackendRegistry:
 
 
 def _llama_cpp() -> Backend:
-    from mimir.models.llama_cpp import LlamaCppBackend
+    from mimir.models.llama_server import LlamaServerBackend
 
-    return LlamaCppBackend()
+    return LlamaServerBackend()
 
 
 def _transformers() -> Backend:

@@ -17,7 +17,8 @@ whole generation, and no more than ``max_tokens`` streamed pieces are read, what
 server does.
 
 ``score_choices`` asks the server for the log-probabilities of the first answer token
-(``logprobs`` + ``top_logprobs``); a server that does not return them raises a clear error
+(``logprobs`` + ``top_logprobs``; see :func:`~mimir.models.base.scores_from_top_logprobs` for
+a choice the server does not list); a server that does not return them raises a clear error
 (use the ``rules`` decider with such a server). Token counts are estimated locally
 (about 3.5 characters a token) since the chat API has no tokenizer endpoint.
 """
@@ -31,11 +32,9 @@ import time
 from collections.abc import Iterator, Sequence
 
 from mimir.errors import ConfigError, GenerationError, ModelLoadError, TurnTimeoutError
-from mimir.models.base import Backend, ChatMessage, Delta, GenerationParams, LoadedModel
+from mimir.models.base import Backend, ChatMessage, Delta, GenerationParams, LoadedModel, scores_from_top_logprobs
 from mimir.models.spec import MemoryEstimate, ModelSpec
 
-#: A choice absent from the server's top log-probabilities scores this.
-ABSENT_LOGPROB = -100.0
 CHARS_PER_TOKEN = 3.5
 #: A whole generation, however the server paces it (``options.deadline_s``).
 DEFAULT_DEADLINE_S = 300.0
@@ -181,17 +180,7 @@ class RemoteModel(LoadedModel):
                 f"{url} returned no token log-probabilities; this server cannot answer model "
                 "decisions (use the rules decider for this role)",
             ) from None
-        best: dict[str, float] = {}
-        for item in top:
-            token = str(item.get("token", "")).strip()
-            if token:
-                best[token] = max(best.get(token, -math.inf), float(item.get("logprob", ABSENT_LOGPROB)))
-        # A choice matches a top token that begins it ("Yes" <- "Y"/"Yes"); the longest wins.
-        scores = {}
-        for choice in choices:
-            matches = [lp for tok, lp in best.items() if choice.strip().startswith(tok)]
-            scores[choice] = max(matches) if matches else ABSENT_LOGPROB
-        return scores
+        return scores_from_top_logprobs(top, choices)
 
     def close(self) -> None:
         if self._client is not None:

@@ -18,6 +18,9 @@ Options (``ModelSpec.options``):
 - ``fail_on``: generation raises ``GenerationError`` when the last message contains this text;
 - ``device``: ``"ram"`` or ``"gpu"`` (declared only; memory is host memory);
 - ``oom_generations``: the first N generations raise ``DeviceOutOfMemoryError``;
+- ``oom_midstream``: the first N generations raise ``DeviceOutOfMemoryError`` after their
+  first word was streamed;
+- ``close_s``: seconds a close takes (to observe a model while it is closing);
 - ``oom_loads``: the first N load attempts of this model (per backend instance) raise
   ``DeviceOutOfMemoryError`` on ``device``, to exercise the manager's evict-and-retry path.
 """
@@ -49,6 +52,7 @@ class ScriptedModel(LoadedModel):
         self._lock = threading.Lock()
         self.calls: list[list[ChatMessage]] = []
         self._ooms_left = int(spec.options.get("oom_generations", 0))
+        self._midstream_ooms_left = int(spec.options.get("oom_midstream", 0))
         self._token_s = float(spec.options.get("token_s", 0))
         self.tokens_streamed = 0
 
@@ -61,6 +65,8 @@ class ScriptedModel(LoadedModel):
             reply = next(self._replies)
             oom = self._ooms_left > 0
             self._ooms_left -= oom
+            midstream_oom = not oom and self._midstream_ooms_left > 0
+            self._midstream_ooms_left -= midstream_oom
         if oom:
             raise DeviceOutOfMemoryError(self.id, self.spec.options.get("device", "ram"), "generation",
                                          "scripted out-of-memory")
@@ -78,6 +84,9 @@ class ScriptedModel(LoadedModel):
                     yield Delta(text.split(stop)[0], "stop")
                     return
             yield Delta(text)
+            if midstream_oom:
+                raise DeviceOutOfMemoryError(self.id, self.spec.options.get("device", "ram"), "generation",
+                                             "scripted out-of-memory after the first token")
         yield Delta("", "length" if len(words) > params.max_tokens else "stop")
 
     def score_choices(self, messages: Sequence[ChatMessage], choices: Sequence[str]) -> dict[str, float]:
@@ -86,6 +95,9 @@ class ScriptedModel(LoadedModel):
         return {c: float(self._scores.get(c, -10.0)) for c in choices}
 
     def close(self) -> None:
+        delay = float(self.spec.options.get("close_s", 0))
+        if delay and self._memory is not None:
+            time.sleep(delay)  # stands in for a slow teardown
         self._memory = None
 
 

@@ -151,8 +151,7 @@ class ReadinessProbe:
 
     def _generate_one(self, model_id: str) -> str:
         params = GenerationParams(max_tokens=1, temperature=0.0, seed=0)
-        with self._app.manager.use(model_id) as model:
-            completion = model.chat([ChatMessage("user", "Say OK.")], params)
+        completion = self._app.runner.generate(model_id, [ChatMessage("user", "Say OK.")], params)
         if completion.tokens_out < 1 and completion.finish_reason != "stop":
             raise RuntimeError(f"model '{model_id}' produced no token ({completion.finish_reason})")
         return f"model '{model_id}' generated {completion.tokens_out} token(s)"

@@ -63,7 +63,8 @@ class _StateCollector:
         yield used
         depth = self._queue_depth()
         if depth is not None:
-            yield GaugeMetricFamily("mimir_queue_depth", "Requests waiting for a turn.", value=depth)
+            yield GaugeMetricFamily("mimir_queue_depth", "Turns waiting in the admission queue for a slot.",
+                                    value=depth)
         devices = gpu_memory()
         if devices:
             gpu_used = GaugeMetricFamily("mimir_gpu_memory_used_bytes", "GPU memory in use (NVML), all processes.",

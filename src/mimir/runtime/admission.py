@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mimir.errors import ServerBusyError, TurnCancelledError, TurnTimeoutError
 
@@ -119,6 +120,8 @@ class Ticket:
         self.state = "waiting"
         self._admission = admission
         self._started: float | None = None
+        #: The user's slot shared with other instances (``Admission(shared=...)``), if any.
+        self._shared_lease = None
 
     def wait(self, on_position: Callable[[int], None] | None = None) -> None:
         """Block until the turn may run. ``on_position(n)`` hears the place in line whenever it
@@ -136,6 +139,8 @@ class Ticket:
     def release(self) -> None:
         """The turn is over: free its slot for the next one. Idempotent."""
         self._admission._release(self)
+        if self._shared_lease is not None:
+            self._shared_lease.release()  # idempotent too
 
     def __enter__(self) -> Ticket:
         return self
@@ -146,7 +151,8 @@ class Ticket:
 
 class Admission:
     def __init__(self, capacity: int = 1, *, max_queue: int = 32, per_user: int = 1,
-                 turn_timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic):
+                 turn_timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 shared: Callable[[str, int], Any] | None = None):
         if capacity < 1 or per_user < 1 or max_queue < 0:
             raise ValueError("capacity and per_user must be >= 1, max_queue >= 0")
         self.capacity = capacity
@@ -154,6 +160,10 @@ class Admission:
         self.per_user = per_user
         self.turn_timeout_s = turn_timeout_s
         self._clock = clock
+        #: ``shared(key, limit)`` takes one of ``limit`` slots named ``key`` for every instance on
+        #: one database (``Database.try_slot``) or returns None; the per-user limit then holds
+        #: across instances, not only in this process.
+        self._shared = shared
         self._cond = threading.Condition()
         self._queues: dict[str, deque[Ticket]] = {}
         self._ring: deque[str] = deque()  # users with waiting turns, in serving order
@@ -185,6 +195,25 @@ class Admission:
     # -- entering --------------------------------------------------------------------------
     def enter(self, user: str) -> Ticket:
         """A ticket for one turn of ``user``, running at once or waiting; or ServerBusyError."""
+        # The slot shared with other instances first, outside the lock (it asks the database).
+        lease = self._shared(f"turns:{user}", self.per_user) if self._shared is not None else None
+        if self._shared is not None and lease is None:
+            with self._cond:
+                self._refused_user += 1
+            raise ServerBusyError(
+                f"you already have {self.per_user} turn(s) running or waiting (the limit is {self.per_user}, "
+                "counted across every server); wait for the answer, then send the next message",
+                retry_after_s=self._turn_s, http_status=429)
+        try:
+            ticket = self._enter_locked(user)
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
+        ticket._shared_lease = lease
+        return ticket
+
+    def _enter_locked(self, user: str) -> Ticket:
         with self._cond:
             if self._closed:
                 raise ServerBusyError("the server is shutting down; try again shortly",

@@ -23,16 +23,34 @@ Rules it keeps:
 - **out of memory**: a ``DeviceOutOfMemoryError`` during a load evicts the idle models on
   that device and retries once, then fails with a ``ModelLoadError`` that says so;
   ``evict_idle()`` does the same for callers that run out of memory while generating;
-- **keep-alive**: with ``keep_alive_s`` set, a reaper thread unloads models idle that long.
+- **keep-alive**: with ``keep_alive_s`` set, a reaper thread unloads models idle that long;
+- **deadlines**: every wait (for another load, for memory held by leases, for a model that
+  is closing) ends by ``load_timeout_s``; past it the request fails with a clear error.
 
-Locking: ``_cond`` (a Condition over one lock) protects ``_resident``, ``_loading``,
-``_estimates`` and the counters. Backends' ``load()`` and models' ``close()`` run *outside*
+States of a model (:class:`ModelState`)::
+
+    (not resident) --use()--> LOADING --load ok--> READY --unload/evict/keep-alive/shutdown--> CLOSING --> CLOSED
+                                 |                  ^  |                                        (close() returned)
+                                 +--load failed-----+  +-- leases come and go; READY only
+                                   (back to not resident; waiters get the error)
+
+- ``LOADING``: holds the one load ticket; its estimate is what the budget checked.
+- ``READY``: resident, leasable, charged the larger of estimate and measured bytes.
+- ``CLOSING``: taken off the resident table (no new leases) but its memory is not given back
+  yet, so it **still counts against the budget**; a load that needs that room waits for it.
+- ``CLOSED``: ``close()`` returned; the memory is released and the model is forgotten. A
+  later ``use()`` loads it afresh.
+
+Locking: ``_cond`` (a Condition over one lock) protects ``_resident``, ``_closing``,
+``_loading``, ``_estimates`` and the counters; ``_subscribers_lock`` protects the subscriber
+list. Backends' ``load()`` and models' ``close()`` run *outside*
 the lock; the ``_loading`` ticket is what keeps loads sequential. Event callbacks run outside
 the lock. ``status()`` returns a frozen snapshot that is safe to read without locks.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -73,6 +91,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+class ModelState(str, enum.Enum):
+    """Where a model is in its life; see the module docstring for the transitions."""
+
+    LOADING = "loading"
+    READY = "ready"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
 @dataclass(frozen=True)
 class ResidentModel:
     model_id: str
@@ -88,6 +115,7 @@ class ResidentModel:
     last_used: float
     in_use: int
     pinned: bool
+    state: ModelState = ModelState.READY
 
 
 @dataclass(frozen=True)
@@ -100,14 +128,16 @@ class ManagerStatus:
     evictions: int
     unloads: int
     load_failures: int
+    #: Models being closed: no longer leasable, still charged against the budget.
+    closing: tuple[ResidentModel, ...] = ()
 
     @property
     def used_ram_bytes(self) -> int:
-        return sum(m.charged_bytes for m in self.resident if m.device == "ram")
+        return sum(m.charged_bytes for m in self.resident + self.closing if m.device == "ram")
 
     @property
     def used_gpu_bytes(self) -> int:
-        return sum(m.charged_bytes for m in self.resident if m.device == "gpu")
+        return sum(m.charged_bytes for m in self.resident + self.closing if m.device == "gpu")
 
     def get(self, model_id: str) -> ResidentModel | None:
         return next((m for m in self.resident if m.model_id == model_id), None)
@@ -124,6 +154,7 @@ class _Entry:
     last_used: float
     in_use: int = 0
     holders: Counter = field(default_factory=Counter)
+    state: ModelState = ModelState.READY
 
     @property
     def charged(self) -> Footprint:
@@ -187,10 +218,12 @@ class ModelManager:
         self._keep_alive_s = keep_alive_s
         self._load_timeout_s = load_timeout_s
         self._subscribers: list[Callable[[ModelEvent], None]] = []
+        self._subscribers_lock = threading.Lock()
 
         self._cond = _ManagerCondition()
         # -- protected by _cond (and _cond.memory_waiters) --------------------------------
         self._resident: dict[str, _Entry] = {}
+        self._closing: dict[str, _Entry] = {}
         self._loading: _LoadTicket | None = None
         self._estimates: dict[str, MemoryEstimate] = {}
         self._loads = self._evictions = self._unloads = self._load_failures = 0
@@ -240,10 +273,37 @@ class ModelManager:
         """Call ``callback(event)`` for every load, failed load, eviction and unload.
 
         Callbacks run in the thread that caused the event (the loading thread for loads and
-        evictions), outside the manager's lock. Returns a function that unsubscribes.
+        evictions), outside the manager's lock. Safe to call from any thread, also while
+        events are being delivered (a delivery works on a snapshot of the list). Returns a
+        function that unsubscribes (idempotent).
         """
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+        with self._subscribers_lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._subscribers_lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def state(self, model_id: str) -> ModelState:
+        """The model's state now; ``CLOSED`` for a model that is not loaded at all."""
+        self.spec(model_id)
+        with self._cond:
+            if model_id in self._resident:
+                return ModelState.READY
+            if model_id in self._closing:
+                return ModelState.CLOSING
+            if self._loading is not None and self._loading.model_id == model_id:
+                return ModelState.LOADING
+            return ModelState.CLOSED
+
+    def parallel(self, model_id: str) -> int:
+        """Generations the model serves at once (its slots), without loading it. A caller that
+        admits work (the API's queue) can run this many turns on the model side by side."""
+        spec = self.spec(model_id)
+        return self._registry.get(spec.backend).parallel(spec)
 
     def estimate(self, model_id: str) -> MemoryEstimate:
         """The backend's estimate for a model (computed once, without loading)."""
@@ -258,9 +318,15 @@ class ModelManager:
         return estimate
 
     @contextmanager
-    def use(self, model_id: str) -> Iterator[LoadedModel]:
-        """Lease a model for the duration of the block (loading it first if needed)."""
-        entry = self._acquire(model_id)
+    def use(
+        self, model_id: str, *, on_load_start: Callable[[MemoryEstimate], None] | None = None
+    ) -> Iterator[LoadedModel]:
+        """Lease a model for the duration of the block (loading it first if needed).
+
+        ``on_load_start(estimate)`` is called when this very call takes the load, just before
+        the weights are read (not when the model was resident or another thread loads it).
+        """
+        entry = self._acquire(model_id, on_load_start)
         try:
             yield entry.model
         finally:
@@ -283,9 +349,8 @@ class ModelManager:
                 return False
             if entry.in_use:
                 raise InvalidInputError(f"model '{model_id}' is in use ({entry.in_use} lease(s)); try again when idle")
-            del self._resident[model_id]
+            self._begin_closing_locked(model_id)
             self._unloads += 1
-            self._cond.notify_all()
         self._close_and_report([(model_id, entry)], kind="unload", reason=reason)
         return True
 
@@ -302,30 +367,31 @@ class ModelManager:
                 if not e.in_use and not e.spec.pinned and (device is None or e.estimate.device == device)
             ]
             for mid, _ in victims:
-                del self._resident[mid]
+                self._begin_closing_locked(mid)
             self._evictions += len(victims)
-            self._cond.notify_all()
         self._close_and_report(victims, kind="evict", reason=reason)
         return [mid for mid, _ in victims]
 
     def status(self) -> ManagerStatus:
-        with self._cond:
-            resident = tuple(
-                ResidentModel(
-                    model_id=mid,
-                    backend=e.spec.backend,
-                    device=e.estimate.device,
-                    estimate_bytes=e.estimate.total_bytes,
-                    measured_bytes=e.measured_bytes,
-                    charged_bytes=max(e.estimate.total_bytes, e.measured_bytes),
-                    load_s=e.load_s,
-                    loaded_at=e.loaded_at,
-                    last_used=e.last_used,
-                    in_use=e.in_use,
-                    pinned=e.spec.pinned,
-                )
-                for mid, e in self._resident.items()
+        def row(mid: str, e: _Entry) -> ResidentModel:
+            return ResidentModel(
+                model_id=mid,
+                backend=e.spec.backend,
+                device=e.estimate.device,
+                estimate_bytes=e.estimate.total_bytes,
+                measured_bytes=e.measured_bytes,
+                charged_bytes=max(e.estimate.total_bytes, e.measured_bytes),
+                load_s=e.load_s,
+                loaded_at=e.loaded_at,
+                last_used=e.last_used,
+                in_use=e.in_use,
+                pinned=e.spec.pinned,
+                state=e.state,
             )
+
+        with self._cond:
+            resident = tuple(row(mid, e) for mid, e in self._resident.items())
+            closing = tuple(row(mid, e) for mid, e in self._closing.items())
             return ManagerStatus(
                 budget_ram_bytes=self._limits.ram_bytes,
                 budget_gpu_bytes=self._limits.gpu_bytes,
@@ -335,6 +401,7 @@ class ModelManager:
                 evictions=self._evictions,
                 unloads=self._unloads,
                 load_failures=self._load_failures,
+                closing=closing,
             )
 
     def close(self) -> None:
@@ -345,9 +412,9 @@ class ModelManager:
             self._closed = True
             # Leased models are unloaded too: the process is shutting down.
             victims = list(self._resident.items())
-            self._resident.clear()
+            for mid, _ in victims:
+                self._begin_closing_locked(mid)
             self._unloads += len(victims)
-            self._cond.notify_all()
         self._close_and_report(victims, kind="unload", reason="shutdown")
         if self._reaper is not None:
             self._reaper.join(timeout=5)
@@ -360,11 +427,39 @@ class ModelManager:
 
     # -- internals -----------------------------------------------------------------------
     def _candidates_locked(self) -> list[Candidate]:
-        return [
-            Candidate(mid, e.charged, e.last_used, e.in_use, e.spec.pinned) for mid, e in self._resident.items()
-        ]
+        """Resident models, and closing ones as busy (they hold memory but cannot be evicted)."""
+        ready = [Candidate(mid, e.charged, e.last_used, e.in_use, e.spec.pinned) for mid, e in self._resident.items()]
+        closing = [Candidate(mid, e.charged, e.last_used, in_use=1) for mid, e in self._closing.items()]
+        return ready + closing
 
-    def _acquire(self, model_id: str) -> _Entry:
+    def _begin_closing_locked(self, model_id: str) -> None:
+        """READY -> CLOSING: no new leases; the memory stays charged until ``close()`` returns."""
+        entry = self._resident.pop(model_id)
+        entry.state = ModelState.CLOSING
+        # Two closings of one id cannot overlap: a reload waits for the first to finish.
+        self._closing[model_id] = entry
+        self._cond.notify_all()
+
+    def _finish_closing(self, model_id: str, entry: _Entry) -> None:
+        """CLOSING -> CLOSED: the memory is back; waiters for room or for this id go on."""
+        with self._cond:
+            entry.state = ModelState.CLOSED
+            if self._closing.get(model_id) is entry:
+                del self._closing[model_id]
+            self._cond.notify_all()
+
+    def _wait_locked(self, deadline: float, model_id: str, waiting_for: str) -> None:
+        """Wait on the condition until notified or the deadline; past it, fail clearly."""
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise ModelLoadError(
+                model_id,
+                self._specs[model_id].source.describe(),
+                f"timed out after {self._load_timeout_s:g}s (load_timeout) waiting for {waiting_for}",
+            )
+        self._cond.wait(remaining)
+
+    def _acquire(self, model_id: str, on_load_start: Callable[[MemoryEstimate], None] | None = None) -> _Entry:
         spec = self.spec(model_id)
         me = threading.get_ident()
         deadline = self._clock() + self._load_timeout_s
@@ -398,6 +493,9 @@ class ModelManager:
                     if ticket.model_id == model_id and ticket.error is not None:
                         raise ticket.error
                     continue
+                if model_id in self._closing:  # closing right now: load it again once it is gone
+                    self._wait_locked(deadline, model_id, f"'{model_id}' to finish closing")
+                    continue
                 if estimate is None:  # it was resident, then got evicted meanwhile
                     self._cond.release()
                     try:
@@ -418,6 +516,9 @@ class ModelManager:
                     holders = {h for e in busy.values() if e.in_use for h in e.holders}
                     only_mine = holders <= {me}
                     no_leases = not any(e.in_use for e in busy.values())
+                    if self._closing and remaining > 0:  # memory is on its way back
+                        self._cond.wait(remaining)
+                        continue
                     # Threads that hold leases but are themselves waiting for memory (and
                     # will go on waiting): if every other holder is one, nobody will release
                     # anything before a timeout, so the last thread to join the wait fails now
@@ -448,14 +549,18 @@ class ModelManager:
                     finally:
                         waiters.pop(me, None)
                     continue
-                evicted = [(v, self._resident.pop(v)) for v in victims]
+                evicted = [(v, self._resident[v]) for v in victims]
+                for v in victims:
+                    self._begin_closing_locked(v)
                 self._evictions += len(evicted)
                 ticket = _LoadTicket(model_id)
                 self._loading = ticket
                 break
 
-        # We hold the load ticket: free the victims, then load, all outside the lock.
+        # We hold the load ticket (LOADING): free the victims, then load, all outside the lock.
         try:
+            if on_load_start is not None:
+                on_load_start(estimate)
             self._close_and_report(evicted, kind="evict", reason=f"make room for '{model_id}'")
             entry = self._load_retrying_oom(spec, estimate, me)
         except BaseException as exc:
@@ -556,12 +661,15 @@ class ModelManager:
             self._cond.notify_all()
 
     def _close_and_report(self, entries: list[tuple[str, _Entry]], *, kind: EventKind, reason: str) -> None:
+        """Close CLOSING entries (outside the lock), mark them CLOSED and report each."""
         for model_id, entry in entries:
             before = self._probe()
             try:
                 entry.model.close()
             except Exception as exc:  # closing must not stop the others from being freed
                 log.warning("closing model %s failed: %s", model_id, exc)
+            finally:
+                self._finish_closing(model_id, entry)
             after = self._probe()
             delta = before - after
             freed = delta.gpu_bytes if entry.estimate.device == "gpu" else delta.ram_bytes
@@ -578,7 +686,9 @@ class ModelManager:
             log.info("%s model=%s reason=%s freed=%s", kind, model_id, reason, format_bytes(max(0, freed)))
 
     def _emit(self, event: ModelEvent) -> None:
-        for callback in list(self._subscribers):
+        with self._subscribers_lock:
+            callbacks = list(self._subscribers)
+        for callback in callbacks:
             try:
                 callback(event)
             except Exception:
@@ -595,7 +705,8 @@ class ModelManager:
                     due = next_expiry(self._candidates_locked(), self._keep_alive_s)
                     self._cond.wait(None if due is None else max(0.01, due - now))
                     continue
-                entries = [(v, self._resident.pop(v)) for v in victims]
+                entries = [(v, self._resident[v]) for v in victims]
+                for v in victims:
+                    self._begin_closing_locked(v)
                 self._unloads += len(entries)
-                self._cond.notify_all()
             self._close_and_report(entries, kind="unload", reason=f"idle for {self._keep_alive_s:g}s (keep_alive)")

@@ -234,3 +234,9 @@ def m005_turn_math(conn: Connection) -> None:
         """
     )
     conn.execute("CREATE INDEX turn_math_session ON turn_math (session_id, created_at)")
+
+
+@migration
+def m006_tokens_evaluated(conn: Connection) -> None:
+    """Prompt tokens each step's engine really evaluated (the rest came from its prompt cache)."""
+    conn.execute("ALTER TABLE telemetry_steps ADD COLUMN tokens_evaluated INTEGER")

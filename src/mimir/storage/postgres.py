@@ -61,13 +61,18 @@ class PostgresDatabase(Database):
         except ImportError:
             raise MissingExtraError("psycopg", "postgres", "PostgreSQL storage") from None
         info = target.conninfo()
-        kwargs: dict[str, Any] = {"row_factory": row_factory, "connect_timeout": int(CONNECT_TIMEOUT_S)}
+        # No server-side prepared statements: a migration applied by another instance (a rolling
+        # upgrade) would make a prepared ``SELECT *`` fail with "cached plan must not change
+        # result type"; it also keeps connection poolers in transaction mode (PgBouncer) working.
+        kwargs: dict[str, Any] = {
+            "row_factory": row_factory, "connect_timeout": int(CONNECT_TIMEOUT_S), "prepare_threshold": None,
+        }
         if "password" in info:
             kwargs["password"] = info["password"]
         # One direct attempt first: a refused connection, a wrong password or a missing database
         # fails now, in one line with the server's reason (the pool would only log and wait).
         try:
-            psycopg.connect(info["conninfo"], **{k: v for k, v in kwargs.items() if k != "row_factory"}).close()
+            psycopg.connect(info["conninfo"], **{k: v for k, v in kwargs.items() if k not in ("row_factory", "prepare_threshold")}).close()
         except psycopg.Error as exc:
             raise StorageError(target.label, f"cannot connect: {target.scrub(_first_line(exc))}") from None
         pool = ConnectionPool(

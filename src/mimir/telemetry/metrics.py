@@ -60,7 +60,8 @@ class MetricsSink(Sink):
         self.turns = pc.Counter("mimir_turns", "Finished tutor turns, by outcome (ok, error).", ["status"],
                                 registry=registry)
         self.tokens = pc.Counter(
-            "mimir_tokens", "Tokens by model and direction: in (prompt), out (generated), evaluated (in + out).",
+            "mimir_tokens", "Tokens by model and direction: in (prompt), out (generated), evaluated (prompt tokens the engine "
+            "really evaluated, after prefix reuse; when the backend reports it).",
             ["model", "direction"], registry=registry,
         )
         self.events = {
@@ -78,11 +79,11 @@ class MetricsSink(Sink):
         self.step_duration.labels(step=record.name, agent=record.agent or "none", model=model).observe(record.wall_s)
         if record.rss_peak_bytes is not None:
             self.step_peak_rss.labels(step=record.name, model=model).observe(record.rss_peak_bytes)
-        tokens_in, tokens_out = record.tokens_in or 0, record.tokens_out or 0
         if record.tokens_in is not None or record.tokens_out is not None:
-            self.tokens.labels(model=model, direction="in").inc(tokens_in)
-            self.tokens.labels(model=model, direction="out").inc(tokens_out)
-            self.tokens.labels(model=model, direction="evaluated").inc(tokens_in + tokens_out)
+            self.tokens.labels(model=model, direction="in").inc(record.tokens_in or 0)
+            self.tokens.labels(model=model, direction="out").inc(record.tokens_out or 0)
+        if record.tokens_evaluated is not None:
+            self.tokens.labels(model=model, direction="evaluated").inc(record.tokens_evaluated)
         for event in record.events:
             self.on_event(event)
 

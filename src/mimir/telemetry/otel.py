@@ -77,6 +77,8 @@ def step_attributes(record: StepRecord) -> dict[str, Any]:
         attrs["gen_ai.usage.input_tokens"] = record.tokens_in
     if record.tokens_out is not None:
         attrs["gen_ai.usage.output_tokens"] = record.tokens_out
+    if record.tokens_evaluated is not None:  # prompt tokens really evaluated (after prefix reuse)
+        attrs["mimir.usage.evaluated_tokens"] = record.tokens_evaluated
     if record.error:
         attrs["error.type"] = record.error.split(":", 1)[0]
     return {k: v for k, v in attrs.items() if v is not None}

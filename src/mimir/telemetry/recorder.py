@@ -194,6 +194,7 @@ class StepRecorder:
         "_events",
         "_tokens_in",
         "_tokens_out",
+        "_tokens_evaluated",
         "_before",
         "_started_at",
         "_t0",
@@ -212,12 +213,17 @@ class StepRecorder:
         self._events: list[ModelEvent] = []
         self._tokens_in: int | None = None
         self._tokens_out: int | None = None
+        self._tokens_evaluated: int | None = None
         self._window: int | None = None
         self.record: StepRecord | None = None
 
-    def add_tokens(self, tokens_in: int = 0, tokens_out: int = 0) -> None:
+    def add_tokens(self, tokens_in: int = 0, tokens_out: int = 0, tokens_evaluated: int | None = None) -> None:
+        """Add a model call's tokens; ``tokens_evaluated`` (prompt tokens the engine really
+        evaluated) only when the backend reports it."""
         self._tokens_in = (self._tokens_in or 0) + int(tokens_in)
         self._tokens_out = (self._tokens_out or 0) + int(tokens_out)
+        if tokens_evaluated is not None:
+            self._tokens_evaluated = (self._tokens_evaluated or 0) + int(tokens_evaluated)
 
     def set_model(self, model: str | None) -> None:
         self.model = model
@@ -273,6 +279,7 @@ class StepRecorder:
             wall_s=wall_s,
             tokens_in=self._tokens_in,
             tokens_out=self._tokens_out,
+            tokens_evaluated=self._tokens_evaluated,
             rss_before_bytes=rss_before,
             rss_after_bytes=rss_after,
             rss_peak_bytes=peak,

@@ -59,6 +59,8 @@ def format_step_line(record: StepRecord) -> str:
     parts.append(f"gpu={record.gpu_str}")
     if record.tokens_in is not None or record.tokens_out is not None:
         parts.append(f"tokens={record.tokens_in or 0}/{record.tokens_out or 0}")
+    if record.tokens_evaluated is not None:
+        parts.append(f"evaluated={record.tokens_evaluated}")
     parts.append(f"loads={record.loads} evictions={record.evictions}")
     if record.unloads:
         parts.append(f"unloads={record.unloads}")
@@ -283,6 +285,7 @@ def step_metrics(record: StepRecord) -> dict[str, float]:
         "gpu_used_mib": _mib(record.gpu_used_after_bytes),
         "tokens_in": record.tokens_in,
         "tokens_out": record.tokens_out,
+        "tokens_evaluated": record.tokens_evaluated,
         "loads": record.loads,
         "evictions": record.evictions,
     }

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mimir.models.base import ChatMessage, LoadedModel
+from mimir.models.base import ChatMessage
 from mimir.runtime.manager import ModelManager
+from mimir.runtime.runner import LoadStarting, Runner, RunnerSession
 from mimir.tutor import rules
 from mimir.tutor.prompts import ROUTING_DECISIONS, TOOL_DECISION, PromptLibrary
 from mimir.tutor.rules import Decision, RoutingDecision
@@ -42,12 +43,14 @@ class Deciders:
         manager: ModelManager,
         deciders: dict[str, str],
         *,
-        before_model_use: Callable[[str], None] | None = None,
+        runner: Runner | None = None,
+        on_load: Callable[[LoadStarting], None] | None = None,
     ):
         self.prompts = prompts
         self.manager = manager
+        self.runner = runner or Runner(manager)
         self.deciders = dict(deciders)
-        self._before_model_use = before_model_use or (lambda model_id: None)
+        self._on_load = on_load
 
     def model_for(self, decision: str) -> str | None:
         """The model a decision *may* use (None for the rules decider)."""
@@ -55,29 +58,31 @@ class Deciders:
             return None
         return self.manager.model_for_role(DECISION_ROLES[decision])
 
-    def _with_model(self, decision: str, ask: Callable[[LoadedModel], object]):
+    def _with_model(self, decision: str, ask: Callable[[RunnerSession], object], step=None):
+        """Run ``ask`` on the decision's model under one lease, through the runner."""
         model_id = self.manager.model_for_role(DECISION_ROLES[decision])
-        self._before_model_use(model_id)
-        with self.manager.use(model_id) as model:
-            return ask(model), model_id
+        with self.runner.session(model_id, step=step, on_load=self._on_load) as session:
+            return ask(session), model_id
 
-    def tool(self, message: str, history: Sequence[ChatMessage]) -> tuple[Decision, str | None]:
+    def tool(self, message: str, history: Sequence[ChatMessage], step=None) -> tuple[Decision, str | None]:
         kind = self.deciders.get("tool", "rules")
         ruled = rules.tool_rules(message, history)
         if kind == "rules" or (kind == "hybrid" and ruled.confident):
             return ruled, None
         prompt = self.prompts.decision(TOOL_DECISION)
 
-        def ask(model: LoadedModel) -> Decision:
-            scores = model.score_choices(prompt.messages(message, history), prompt.choices)
+        def ask(session: RunnerSession) -> Decision:
+            scores = session.score(prompt.messages(message, history), prompt.choices)
             choice = prompt.pick(scores)
             value = bool(prompt.outcomes[choice].get(Flag.TOOL_USE_ENHANCEMENT, False))
             return Decision(value, True, f"model answered {choice!r}")
 
-        decision, model_id = self._with_model("tool", ask)
+        decision, model_id = self._with_model("tool", ask, step)
         return decision, model_id
 
-    def routing(self, message: str, history: Sequence[ChatMessage]) -> tuple[RoutingDecision, str | None]:
+    def routing(
+        self, message: str, history: Sequence[ChatMessage], step=None
+    ) -> tuple[RoutingDecision, str | None]:
         kind = self.deciders.get("routing", "rules")
         ruled = rules.routing_rules(message, history)
         if kind == "rules":
@@ -90,18 +95,18 @@ class Deciders:
         if not wanted:
             return ruled, None
 
-        def ask(model: LoadedModel) -> dict[Flag, bool]:
+        def ask(session: RunnerSession) -> dict[Flag, bool]:
             values: dict[Flag, bool] = {}
             for name in wanted:
                 prompt = self.prompts.decision(name)
-                scores = model.score_choices(prompt.messages(message, history), prompt.choices)
+                scores = session.score(prompt.messages(message, history), prompt.choices)
                 outcome = prompt.outcome(scores)
                 if kind == "hybrid":  # the model settles only what the rules left open
                     outcome = {f: v for f, v in outcome.items() if f in ruled.unclear()}
                 values.update(outcome)
             return values
 
-        values, model_id = self._with_model("routing", ask)
+        values, model_id = self._with_model("routing", ask, step)
         return ruled.with_values(values, reason="model"), model_id
 
     def decide(self, message: str, history: Sequence[ChatMessage]) -> DecisionOutcome:

@@ -15,8 +15,16 @@ run_turn(message, session_id)
   store             the turn, its flags and tool output; steps are linked by turn id
 ```
 
-Every step runs inside ``telemetry.step(...)``; every model use goes through
-``manager.use(...)``. The pipeline never constructs a backend. A failure after the input was
+Every step runs inside ``telemetry.step(...)``; every model use goes through the runner
+(:class:`~mimir.runtime.runner.Runner`: lease, load event, out-of-memory policy, token
+accounting, cancellation). The pipeline never constructs a backend.
+
+Prompt layout, for prefix reuse: every model step of a turn sends the same stable prefix,
+most stable first (core identity, then the active segments, then the history, then the
+student's message), and puts what is specific to the step (a thinking instruction, the
+private notes) last. The engine keeps each slot's evaluated prompt, so the response step
+only evaluates what follows the thinking step's prefix, and the next turn of the session
+reuses the history it already evaluated. A failure after the input was
 accepted stores the turn as failed with its error and re-raises; the session stays usable.
 """
 
@@ -28,10 +36,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mimir.config import Settings
-from mimir.errors import DeviceOutOfMemoryError, GenerationError, MimirError
+from mimir.errors import GenerationError, MimirError
 from mimir.models.base import ChatMessage, GenerationParams
 from mimir.runtime.admission import TurnControl
 from mimir.runtime.manager import ModelManager
+from mimir.runtime.runner import LoadStarting, Runner
 from mimir.storage.conversations import ConversationStore, new_id
 from mimir.storage.spool import SPOOL_NAME, Spool
 from mimir.telemetry.recorder import Telemetry
@@ -105,10 +114,12 @@ class Tutor:
         store: ConversationStore,
         prompts: PromptLibrary | None = None,
         spool: Spool | None = None,
+        runner: Runner | None = None,
     ):
         self.settings = settings
         self.tutor = settings.tutor
         self.manager = manager
+        self.runner = runner or Runner(manager)
         self.telemetry = telemetry
         self.store = store
         #: Where a finished turn goes when the database refuses it (replayed at the next start).
@@ -123,7 +134,7 @@ class Tutor:
             "mimir_turn_control", default=None
         )
         self.deciders = Deciders(
-            self.prompts, manager, dict(settings.tutor.deciders), before_model_use=self._announce_load
+            self.prompts, manager, dict(settings.tutor.deciders), runner=self.runner, on_load=self._announce_load
         )
         worker = None
         if settings.tutor.math_check:
@@ -154,7 +165,8 @@ class Tutor:
         ``history`` replaces the session's stored history, and ``persist=False`` stores no
         session or turn (both for ``mimir eval``); telemetry is recorded either way.
         ``max_tokens`` overrides ``[tutor] response_max_tokens`` for this turn. ``control``
-        stops the turn (cancelled, or past its deadline) before the next step or token.
+        stops the turn (cancelled, or past its deadline) before the next step or token; the
+        runner checks it at every token, so the model's slot and lease are free within one.
 
         If storing the finished turn fails, the answer is still returned, with a notice, and
         the turn goes to the spool (:mod:`mimir.storage.spool`) to be stored at the next start.
@@ -233,6 +245,13 @@ class Tutor:
                 self.spool.add_turn(fields, session_title=work.message, error=str(exc))
             except OSError as spool_exc:
                 log.error("the spool cannot keep turn %s either: %s", turn_id, spool_exc)
+            return
+        math_record = work.math.record() if work.math is not None and not error else None
+        if math_record is not None:  # the answer key and hints, for the follow-up
+            try:
+                self.store.add_math(turn_id, session_id, math_record)
+            except Exception as exc:  # noqa: BLE001 - the turn is stored; only the key is lost
+                log.warning("storing the math record of turn %s failed (%s)", turn_id, exc)
 
     def _turn_fields(self, work: _TurnWork, session_id: str, turn_id: str, *,
                      record: TurnRecord | None = None, error: MimirError | None = None) -> dict:
@@ -252,9 +271,6 @@ class Tutor:
             tokens_out=record.tokens_out if record else None,
             wall_s=record.wall_s if record else None,
         )
-        math_record = work.math.record() if work.math is not None and not error else None
-        if math_record is not None:
-            self.store.add_math(turn_id, session_id, math_record)
 
     def predict_flags(self, message: str, history: Sequence[ChatMessage] = ()) -> frozenset[Flag]:
         """The decision phase alone (what ``mimir eval --decisions-only`` checks)."""
@@ -336,13 +352,13 @@ class Tutor:
 
         def run_tool() -> None:
             with tel.step("tool_decision", agent="tool_decision", model=self.deciders.model_for("tool")) as step:
-                decision, model_id = self.deciders.tool(message, history)
+                decision, model_id = self.deciders.tool(message, history, step=step)
                 step.set_model(model_id)
                 results["tool"] = decision
 
         def run_routing() -> None:
             with tel.step("routing", agent="routing", model=self.deciders.model_for("routing")) as step:
-                decision, model_id = self.deciders.routing(message, history)
+                decision, model_id = self.deciders.routing(message, history, step=step)
                 step.set_model(model_id)
                 results["routing"] = decision
 
@@ -364,53 +380,32 @@ class Tutor:
             for flag in decided.flags:
                 work.state.set(flag)
 
-    def _announce_load(self, model_id: str) -> None:
-        if self.manager.status().get(model_id) is None:
-            try:
-                size = format_bytes(self.manager.estimate(model_id).total_bytes)
-            except MimirError:
-                size = "unknown size"
-            self._status.get()(f"loading model '{model_id}' (estimated {size})")
+    def _repetition(self) -> dict[str, float]:
+        """The tuned repetition controls ([tutor] repeat_penalty, presence_penalty, frequency_penalty)."""
+        t = self.tutor
+        return {"repeat_penalty": t.repeat_penalty, "presence_penalty": t.presence_penalty,
+                "frequency_penalty": t.frequency_penalty}
 
-    def _generate(self, role: str, step, messages: list[ChatMessage], params: GenerationParams,
-                  on_token: Callable[[str], None] | None = None):
-        """Generate with the role's model under a lease. A device out-of-memory error evicts
-        the idle models on that device and retries once; a second one fails the turn."""
-        model_id = self.manager.model_for_role(role)
-        step.set_model(model_id)
-        self._announce_load(model_id)
-        with self.manager.use(model_id) as model:
-            try:
-                completion = self._stream(model, messages, params, on_token)
-            except DeviceOutOfMemoryError as exc:
-                evicted = self.manager.evict_idle(f"out of {exc.device} memory while '{model_id}' generated",
-                                                  device=exc.device)
-                log.warning("out of %s memory in %s; evicted %s and retrying once", exc.device, model_id, evicted)
-                completion = self._stream(model, messages, params, on_token)
-        step.add_tokens(tokens_in=completion.tokens_in, tokens_out=completion.tokens_out)
-        if completion.truncated_input or completion.dropped_messages:
-            log.info("context guard: dropped %d message(s), truncated=%s", completion.dropped_messages,
-                     completion.truncated_input)
-        return completion
+    def _announce_load(self, event: LoadStarting) -> None:
+        """The runner's "load starting" event, as a progress line for the turn's caller."""
+        self._status.get()(f"loading model '{event.model_id}' (estimated {format_bytes(event.estimate_bytes)})")
+
+    def _run_model(self, role: str, step, messages: list[ChatMessage], params: GenerationParams,
+                   on_token: Callable[[str], None] | None = None):
+        """One generation with the role's model, through the runner (the one door): lease,
+        load event, out-of-memory policy, token accounting, and the turn's control checked at
+        every token (a stopped generation frees its slot and lease within a token)."""
+        forward = None if on_token is None else (lambda piece: on_token(strip_special_tokens(piece)))
+        return self.runner.generate(
+            self.manager.model_for_role(role), messages, params,
+            on_token=forward, step=step, cancel=self._check, on_load=self._announce_load,
+        )
 
     def _check(self) -> None:
         """Stop here if the running turn was cancelled or ran past its deadline."""
         control = self._control.get()
         if control is not None:
             control.check()
-
-    def _stream(self, model, messages, params, on_token):
-        """Stream one generation; the turn's control is checked on every token, and a stopped
-        generation is closed at once, so its model lease and locks are free within a token."""
-        stream = model.stream(messages, params)
-        try:
-            for piece in stream:
-                self._check()
-                if on_token is not None:
-                    on_token(strip_special_tokens(piece))
-            return stream.completion
-        finally:
-            stream.close()
 
     def _graph_tool(self, work: _TurnWork, step) -> None:
         """A chart from the student's numbers; failing that, from data the model writes as
@@ -425,7 +420,7 @@ class Tutor:
                 ChatMessage("user", work.message),
             ]
             params = GenerationParams(max_tokens=96, temperature=0.0)
-            model_output = self._generate("thinking", step, messages, params).text
+            model_output = self._run_model("thinking", step, messages, params).text
         chart = graph.make_chart(work.message, self.charts_dir, model_output=model_output)
         if not chart.ok:
             log.info("graph tool drew no chart: %s", chart.reason)
@@ -435,36 +430,38 @@ class Tutor:
 
     def _think(self, work: _TurnWork, name: str, segment: str) -> None:
         with self.telemetry.step(name, agent="thinking") as step:
-            messages = [
-                ChatMessage("system", self.prompts.segment(segment)),
-                *work.history[-2:],
-                ChatMessage("user", work.message),
-            ]
-            params = GenerationParams(max_tokens=self.tutor.thinking_max_tokens, temperature=0.2)
-            completion = self._generate("thinking", step, messages, params)
+            # The response's prefix (identity, segments, history, message), then the
+            # thinking instruction last: the response step reuses all of it but the end.
+            messages = [*self._shared_prefix(work), ChatMessage("system", self.prompts.segment(segment))]
+            params = GenerationParams(max_tokens=self.tutor.thinking_max_tokens, temperature=0.2, **self._repetition())
+            completion = self._run_model("thinking", step, messages, params)
             text = clean_response(completion.text, truncated=completion.finish_reason == "length")
             if text:
                 work.thinking.append(text)
 
-    def assemble(self, work: _TurnWork) -> list[ChatMessage]:
-        """Core identity and active segments, tool context, history, thinking, message."""
+    def _shared_prefix(self, work: _TurnWork) -> list[ChatMessage]:
+        """What every model step of the turn sends first, most stable first: core identity
+        and active segments (and the chart, once drawn), the history, the student's message."""
         system = self.prompts.system_prompt(work.state.active())
         if work.chart_description:
             system += f"\n\nA chart was drawn and shown to the student: {work.chart_description}"
-        messages = [ChatMessage("system", system), *work.history]
+        return [ChatMessage("system", system), *work.history, ChatMessage("user", work.message)]
+
+    def assemble(self, work: _TurnWork) -> list[ChatMessage]:
+        """The response prompt: the shared prefix, then the private thinking notes last."""
+        messages = self._shared_prefix(work)
         if work.thinking:
             notes = "\n".join(work.thinking)
             messages.append(ChatMessage("system", f"Private notes for the tutor (never quote them):\n{notes}"))
-        messages.append(ChatMessage("user", work.message))
         return messages
 
     def _respond(self, work: _TurnWork, on_token: Callable[[str], None]) -> None:
         with self.telemetry.step("response", agent="response") as step:
-            params = GenerationParams(max_tokens=work.max_tokens, temperature=self.tutor.temperature)
-            completion = self._generate("response", step, self.assemble(work), params, on_token=on_token)
+            params = GenerationParams(max_tokens=work.max_tokens, temperature=self.tutor.temperature,
+                                      **self._repetition())
+            completion = self._run_model("response", step, self.assemble(work), params, on_token=on_token)
             work.response = completion.text
             work.tokens_in, work.tokens_out = completion.tokens_in, completion.tokens_out
             work.finish_reason = completion.finish_reason
             if completion.truncated_input:
                 work.notices.append("The conversation was too long for the model; older parts were left out.")
-

@@ -72,8 +72,9 @@ def strip_role_markers(text: str) -> str:
     out: list[str] = []
     has_text = False
     for line in lines:
-        if not line or line.isspace():
+        if ":" not in line:  # both role patterns end with a colon: most lines skip them
             out.append(line)
+            has_text = has_text or not (not line or line.isspace())
             continue
         if _OTHER_ROLE.match(line):
             if has_text:
@@ -103,10 +104,19 @@ def _restore_latex(text: str, spans: list[str]) -> str:
     return _HOLE_RX.sub(lambda m: spans[int(m.group(1))], text)
 
 
+_MARKUP = re.compile(r"[*_#`>]+")
+_SPACES = re.compile(r"\s+")
+_ONLY_MATH = re.compile(r"(?:<math\d+>\s*)+")
+
+
+def _math_marker(match: re.Match[str]) -> str:
+    return f"<math{match.group(1)}>"
+
+
 def _sentence_key(sentence: str) -> str:
     key = _LIST_MARKER.sub("", sentence)
-    key = re.sub(r"[*_#`>]+", "", key).lower()
-    key = re.sub(r"\s+", " ", key).strip(" .!?;:,")
+    key = _MARKUP.sub("", key).lower()
+    key = _SPACES.sub(" ", key).strip(" .!?;:,")
     return key
 
 
@@ -122,8 +132,13 @@ def collapse_loops(words: list[str]) -> list[str]:
     while i < len(words):
         collapsed = False
         first = keys[i]
-        # Index of the first word from i on with a key (a pattern of bare punctuation never collapses).
-        keyed = next((j for j in range(i, min(i + _MAX_LOOP_WORDS, len(keys))) if keys[j]), len(keys))
+        # A pattern of bare punctuation never collapses: it must reach a word with a key.
+        keyed = i
+        while keyed < len(keys) and not keys[keyed]:
+            keyed += 1
+        if keyed - i >= _MAX_LOOP_WORDS:  # no window starting before keyed - 29 can reach it
+            i = keyed - _MAX_LOOP_WORDS + 1
+            continue
         for n in range(max(1, keyed - i + 1), min(_MAX_LOOP_WORDS, (len(words) - i) // 2) + 1):
             if keys[i + n] != first:
                 continue  # cheap test first: a repeat starts with the same word
@@ -187,7 +202,7 @@ def repeated_sentences(text: str) -> int:
     for line in held.split("\n"):
         for sentence in _SENTENCE_SPLIT.split(line.strip()):
             key = _sentence_key(_HOLE_RX.sub(lambda m: f"<math{m.group(1)}>", sentence))
-            if len(key) >= _MIN_DEDUP_CHARS and not re.fullmatch(r"(?:<math\d+>\s*)+", key) and seen.repeats(key):
+            if len(key) >= _MIN_DEDUP_CHARS and not _ONLY_MATH.fullmatch(key) and seen.repeats(key):
                 count += 1
     return count
 
@@ -208,8 +223,11 @@ def remove_repetition(text: str) -> str:
         body = line[len(prefix) :].strip()
         kept: list[str] = []
         for sentence in _SENTENCE_SPLIT.split(body):
-            key = _sentence_key(_HOLE_RX.sub(lambda m: f"<math{m.group(1)}>", sentence))
-            if len(key) >= _MIN_DEDUP_CHARS and not re.fullmatch(r"(?:<math\d+>\s*)+", key):
+            if len(sentence) < _MIN_DEDUP_CHARS // 2 and "\x00" not in sentence:
+                kept.append(sentence)  # its key is too short to dedup (lower() at most doubles)
+                continue
+            key = _sentence_key(_HOLE_RX.sub(_math_marker, sentence) if "\x00" in sentence else sentence)
+            if len(key) >= _MIN_DEDUP_CHARS and not _ONLY_MATH.fullmatch(key):
                 if seen.repeats(key):
                     continue
             kept.append(sentence)

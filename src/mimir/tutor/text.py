@@ -50,8 +50,11 @@ class CleanText:
 
 
 def _join_surrogate_pairs(text: str) -> str:
-    """Surrogate pairs that arrived as two code points (from JSON escapes) become one character."""
-    return _SURROGATE_PAIR.sub(lambda m: m.group(0).encode("utf-16", "surrogatepass").decode("utf-16"), text)
+    """Surrogate pairs that arrived as two code points (from JSON escapes) become one character;
+    lone surrogates stay (one round trip through UTF-16, in C)."""
+    if not _SURROGATE_PAIR.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 def _strip_controls(text: str) -> str:
@@ -82,6 +85,12 @@ def _clean(text: str) -> tuple[str, list[str]]:
         changes.append("chat-template tokens defused")
     cleaned = TRAILING_SPACE.sub("\n", defused)
     return _BLANK_LINES.sub("\n\n", cleaned).strip(), changes
+
+
+def clean_text(text: str) -> str:
+    """The cleaning every message gets, without a cap or the empty-message check (for plain
+    completions through the API, whose content the caller owns)."""
+    return _clean(text)[0]
 
 
 def _cut(text: str, max_chars: int) -> str:

@@ -131,6 +131,10 @@ def serve(app: MimirApp, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, 
     grace_s = app.settings.limits.shutdown_timeout_s
     # Uvicorn waits this long for open responses: the drain's deadline plus time to send the end.
     config = uvicorn.Config(server_app, log_level="warning", timeout_graceful_shutdown=int(grace_s) + 5)
+    from mimir.app import redact_log_handlers
+
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn set up its own handlers
+        redact_log_handlers(logging.getLogger(name))
     stop = threading.Event()
     if app.settings.storage.telemetry_retention_s is not None:
         threading.Thread(target=_retention_loop, args=(app, stop), name="mimir-retention", daemon=True).start()

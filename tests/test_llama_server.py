@@ -1,37 +1,44 @@
-"""The bundled SmolLM2-135M model through llama.cpp, via the real backend and manager."""
+"""The bundled SmolLM2-135M model on the llama.cpp server engine (xllamacpp), through the
+real backend and manager."""
 
 from __future__ import annotations
 
+import gc
+import threading
 from dataclasses import replace
 
+import psutil
 import pytest
 
 from mimir.config import bundled_model_spec
-from mimir.errors import ModelLoadError
+from mimir.errors import ContextOverflowError, ModelLoadError
 from mimir.models.base import ChatMessage, GenerationParams
 from mimir.models.context import TRUNCATION_NOTICE
-from mimir.models.llama_cpp import LlamaCppBackend
+from mimir.models.llama_server import LlamaServerBackend
 from mimir.models.spec import ModelSource
 from mimir.runtime.manager import ModelManager
 
 GiB = 1024**3
+MiB = 1024**2
 
 
 @pytest.fixture(scope="module")
 def model():
     spec = bundled_model_spec()
-    loaded = LlamaCppBackend().load(spec)
+    loaded = LlamaServerBackend().load(spec)
     yield loaded
     loaded.close()
 
 
 def test_estimate_reads_metadata_without_loading(bundled_gguf):
-    est = LlamaCppBackend().estimate(bundled_model_spec())
+    est = LlamaServerBackend().estimate(bundled_model_spec())
     assert est.weights_bytes == bundled_gguf.stat().st_size
-    # SmolLM2-135M: 30 layers, 3 KV heads of 64 dims, f16 K and V, 2048 tokens.
-    assert est.kv_cache_bytes == 2 * 30 * 2048 * 3 * 64 * 2
+    # SmolLM2-135M: 30 layers, 3 KV heads of 64 dims, f16 K and V, 2048 tokens, 4 slots.
+    assert est.kv_cache_bytes == 30 * 2048 * 4 * 3 * (64 + 64) * 2
     assert est.device == "ram"
-    smaller = LlamaCppBackend().estimate(replace(bundled_model_spec(), context_length=512))
+    one_slot = LlamaServerBackend().estimate(replace(bundled_model_spec(), options={"parallel": 1}))
+    assert one_slot.kv_cache_bytes == est.kv_cache_bytes // 4
+    smaller = LlamaServerBackend().estimate(replace(bundled_model_spec(), context_length=512))
     assert smaller.kv_cache_bytes == est.kv_cache_bytes // 4
 
 
@@ -51,7 +58,7 @@ def test_greedy_generation_is_repeatable():
     msgs = [ChatMessage("user", "What is 2 + 2?")]
     texts = []
     for _ in range(2):
-        fresh = LlamaCppBackend().load(bundled_model_spec())
+        fresh = LlamaServerBackend().load(bundled_model_spec())
         texts.append(fresh.chat(msgs, params).text)
         fresh.close()
     assert texts[0] == texts[1] and texts[0].strip()
@@ -69,7 +76,7 @@ def test_max_tokens_and_stop_strings(model):
 
 def test_context_guard_trims_instead_of_crashing():
     spec = replace(bundled_model_spec(), context_length=256)
-    small = LlamaCppBackend().load(spec)
+    small = LlamaServerBackend().load(spec)
     try:
         history = [ChatMessage("user" if i % 2 == 0 else "assistant", "word " * 60) for i in range(6)]
         out = small.chat(history + [ChatMessage("user", "Say hi.")], GenerationParams(max_tokens=16, temperature=0))
@@ -81,26 +88,21 @@ def test_context_guard_trims_instead_of_crashing():
         small.close()
 
 
-def evaluated_text(model) -> str:
-    """What the llama.cpp context really holds: the tokens it evaluated, detokenized."""
-    llm = model._llm
-    return llm.detokenize(list(llm.input_ids[: llm.n_tokens]), special=True).decode("utf-8", errors="replace")
-
-
 def test_truncation_notice_is_visible_to_the_model():
     spec = replace(bundled_model_spec(), context_length=256)
-    small = LlamaCppBackend().load(spec)
+    small = LlamaServerBackend().load(spec)
     try:
         question = "alpha beta gamma " * 200 + "OMEGA-TAIL"
-        out = small.chat([ChatMessage("user", question)], GenerationParams(max_tokens=8, temperature=0))
+        stream = small.stream([ChatMessage("user", question)], GenerationParams(max_tokens=8, temperature=0))
+        out = stream.completion
         assert out.truncated_input
-        given = evaluated_text(small)
+        given = "".join(m.content for m in stream.messages)
         # The model was given the start of the message, then the notice; the cut tail never
-        # reached it.
+        # reached it. The engine's own count of the prompt it evaluated fits the window.
         assert TRUNCATION_NOTICE.strip() in given
         assert given.index("alpha beta gamma") < given.index(TRUNCATION_NOTICE.strip())
         assert "OMEGA-TAIL" not in given
-        assert small._llm.n_tokens <= 256
+        assert out.tokens_in <= 256
     finally:
         small.close()
 
@@ -110,17 +112,19 @@ def test_score_choices_prefers_the_obvious_answer(model):
         ChatMessage("system", "Answer with one letter."),
         ChatMessage("user", "Which is a fruit? A) apple B) hammer"),
     ]
-    scores = model.score_choices(msgs, ["A", "B"])
+    scored = model.score(msgs, ["A", "B"])
+    scores = scored.scores
     assert set(scores) == {"A", "B"}
     assert all(s < 0 for s in scores.values())
-    # Scoring twice reuses the evaluated prompt; re-evaluating only the last token changes
-    # the float sums slightly (batched vs single-token kernels), never the ranking.
-    again = model.score_choices(msgs, ["A", "B"])
-    assert again == pytest.approx(scores, abs=0.05)
-    assert max(again, key=again.get) == max(scores, key=scores.get)
-    # Multi-token choices are scored token by token; a long unlikely one scores lower.
-    multi = model.score_choices(msgs, ["A", "B) hammer and nails and glue"])
-    assert multi["B) hammer and nails and glue"] < multi["A"]
+    assert scores["A"] > scores["B"]
+    assert scored.tokens_in > 10
+    # Scoring again finds the prompt in a slot's cache: (almost) nothing is re-evaluated.
+    again = model.score(msgs, ["A", "B"])
+    assert again.scores == pytest.approx(scores, abs=0.05)
+    assert again.tokens_evaluated < scored.tokens_in
+    # A choice no top token begins scores below every listed token (the documented floor).
+    floor = model.score_choices(msgs, ["A", "zzzz-never"])
+    assert floor["zzzz-never"] < floor["A"]
 
 
 def test_generation_still_works_after_scoring(model):
@@ -132,7 +136,7 @@ def test_generation_still_works_after_scoring(model):
 def test_missing_file_is_a_clear_error(tmp_path):
     spec = replace(bundled_model_spec(), source=ModelSource("path", str(tmp_path / "absent.gguf")))
     with pytest.raises(ModelLoadError) as info:
-        LlamaCppBackend().estimate(spec)
+        LlamaServerBackend().estimate(spec)
     assert "absent.gguf" in str(info.value) and "file not found" in str(info.value)
 
 
@@ -160,10 +164,11 @@ def test_manager_measures_the_real_model():
     m = ModelManager({"default": bundled_model_spec()}, budget_ram_bytes=2 * GiB)
     with m.use("default") as model:
         assert model.chat([ChatMessage("user", "Hi")], GenerationParams(max_tokens=4)).tokens_out >= 1
+        assert model.parallel == 4 and m.parallel("default") == 4
     r = m.status().get("default")
-    # Weights are read into memory (no mmap): the RSS delta is at least the file size.
+    # Weights are read into memory: the RSS delta is at least the file size.
     assert r.measured_bytes > 90 * 1024**2
-    assert r.estimate_bytes > r.measured_bytes * 0.5
+    assert r.estimate_bytes > r.measured_bytes
     m.close()
     assert m.status().resident == ()
 
@@ -185,3 +190,87 @@ def test_two_real_models_under_a_budget_for_one_evict_each_other():
     ]
     assert all(e.measured_bytes > 50 * 1024**2 for e in events if e.kind == "load")
     m.close()
+
+
+def test_streams_report_the_prompt_tokens_actually_evaluated(model):
+    system = ChatMessage("system", "You are a patient tutor who explains mathematics step by step. " * 8)
+    first = model.chat([system, ChatMessage("user", "What is a prime number?")],
+                       GenerationParams(max_tokens=4, temperature=0))
+    assert first.tokens_evaluated is not None and first.tokens_evaluated <= first.tokens_in
+    # A second request sharing the long system prompt evaluates only what differs.
+    second = model.chat([system, ChatMessage("user", "What is a square root?")],
+                        GenerationParams(max_tokens=4, temperature=0))
+    assert second.tokens_in > 100
+    assert second.tokens_evaluated < second.tokens_in // 3
+
+
+def test_overflowing_prompt_with_overflow_error_is_a_context_error(model):
+    with pytest.raises(ContextOverflowError):
+        model.chat([ChatMessage("user", "word " * 3000)], GenerationParams(max_tokens=8, overflow="error"))
+
+
+def test_slots_generate_at_once(model):
+    """While one generation is held mid-stream, another on the same model runs to the end:
+    the model is not serialised behind one lock."""
+    other_done = threading.Event()
+    held = model.stream([ChatMessage("user", "Count from 1 to 30.")], GenerationParams(max_tokens=24, temperature=0))
+    pieces = iter(held)
+    first = next(pieces)  # the first generation now holds a slot, paused by us
+
+    def run_other():
+        model.chat([ChatMessage("user", "Name a colour.")], GenerationParams(max_tokens=6, temperature=0))
+        other_done.set()
+
+    worker = threading.Thread(target=run_other)
+    worker.start()
+    assert other_done.wait(timeout=120), "the second generation waited for the first one"
+    worker.join()
+    rest = "".join(pieces)
+    assert (first + rest).strip() and held.completion.tokens_out > 1
+
+
+def test_stream_close_stops_generation_and_frees_the_slot(model):
+    stream = model.stream([ChatMessage("user", "Write a long story about the sea.")],
+                          GenerationParams(max_tokens=200, temperature=0))
+    got = []
+    for piece in stream:
+        got.append(piece)
+        if len(got) == 3:
+            stream.close()
+            break
+    completion = stream.completion
+    assert completion.tokens_out == 3 and completion.finish_reason == "cancelled"
+    assert not model._active  # nothing left running on the engine
+    assert model.chat([ChatMessage("user", "Say hi.")], GenerationParams(max_tokens=4, temperature=0)).text
+
+
+def _rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def test_close_frees_memory_and_the_estimate_bounds_measured_with_busy_slots():
+    spec = bundled_model_spec()
+    est = LlamaServerBackend().estimate(spec)
+    gc.collect()
+    before = _rss()
+    loaded = LlamaServerBackend().load(spec)
+    peak = _rss()
+    try:
+        msgs = [ChatMessage("user", "Tell me about the moon. " * 40)]
+        params = GenerationParams(max_tokens=32, temperature=0)
+        threads = [threading.Thread(target=loaded.chat, args=(msgs, params)) for _ in range(loaded.parallel)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, _rss())
+            threads[0].join(timeout=0.05)
+        for t in threads:
+            t.join()
+        peak = max(peak, _rss())
+    finally:
+        loaded.close()
+    after = _rss()
+    used = peak - before
+    assert used > 90 * MiB  # the weights really are in memory
+    assert est.total_bytes >= used, f"estimate {est.total_bytes / MiB:.0f} MiB < measured {used / MiB:.0f} MiB"
+    assert after - before < used / 2, "close() did not give the model's memory back"

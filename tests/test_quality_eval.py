@@ -1,0 +1,86 @@
+"""``mimir eval --quality`` as a user runs it: a real subprocess, the real math worker, and a
+tiny subset of the shipped cases answered by the bundled model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from mimir.errors import EvalCaseError
+from mimir.tutor.quality import leaked, load_quality_cases, parse_quality_case
+
+SHIPPED = Path(str(resources.files("mimir").joinpath("data", "quality_cases.jsonl")))
+HOLDOUT = Path(str(resources.files("mimir").joinpath("data", "quality_holdout.jsonl")))
+
+
+def mimir(*args: str, config: Path | None = None, timeout: float = 900):
+    cmd = [sys.executable, "-m", "mimir.cli.main"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+
+
+def test_shipped_case_sets_cover_every_skill_with_enough_cases():
+    tuning, holdout = load_quality_cases(SHIPPED), load_quality_cases(HOLDOUT)
+    every = tuning + holdout
+    verdicts = [c for c in every if c.kind == "verdict"]
+    responses = [c for c in every if c.kind == "response"]
+    assert len(verdicts) >= 80 and len(responses) >= 20
+    assert {c.expect["verdict"] for c in verdicts} == {"correct", "incorrect", "unknown"}
+    questions = " ".join(c.history[-1].content.lower() for c in verdicts if c.history)
+    for word in ("solve", "system", "x^2", "derivative", "integrate", "limit", "simplify", "expand", "factor",
+                 "%", "/", "average"):
+        assert word in questions or word in " ".join(c.message.lower() for c in every), word
+
+
+def test_leaks_compare_without_whitespace_and_respect_number_ends():
+    assert leaked("So $x=5$ is the answer.", ["x = 5"])
+    assert leaked("X =  5.", ["x = 5"])
+    assert not leaked("so x = 50 apples", ["x = 5"])
+    assert not leaked("x = ?", ["x = 5"])
+
+
+def test_bad_quality_cases_name_the_problem():
+    with pytest.raises(EvalCaseError, match="kind"):
+        parse_quality_case('{"kind": "essay", "message": "hi"}')
+    with pytest.raises(EvalCaseError, match="verdict"):
+        parse_quality_case('{"kind": "verdict", "message": "x = 4", "expect": {"verdict": "maybe"}}')
+    with pytest.raises(EvalCaseError, match="no_leak"):
+        parse_quality_case('{"kind": "response", "message": "hi", "expect": {"no_leak": "x = 5"}}')
+
+
+def test_eval_quality_runs_verdicts_and_a_real_turn_on_the_bundled_model(tmp_path):
+    config = tmp_path / "mimir.toml"
+    config.write_text("[tutor]\nresponse_max_tokens = 48\nthinking = false\n")
+    shipped = [json.loads(line) for line in SHIPPED.read_text().splitlines() if line.strip()]
+    verdicts = [c for c in shipped if c["kind"] == "verdict"]
+    picked = [
+        next(c for c in verdicts if c["expect"]["verdict"] == "correct"),
+        next(c for c in verdicts if c["expect"]["verdict"] == "incorrect"),
+        next(c for c in verdicts if c["expect"]["verdict"] == "unknown"),
+        {"kind": "verdict", "history": [{"role": "assistant", "content": "Solve 2x + 3 = 11."}],
+         "message": "x = 4", "expect": {"verdict": "incorrect"}},  # a wrong label, to see it counted
+        {"kind": "response", "history": [], "message": "What is the average of 82 and 91?", "expect": {"no_leak": []}},
+    ]
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("\n".join(json.dumps(c) for c in picked) + "\n")
+    out = mimir("eval", "--quality", str(cases), "--json", config=config)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert [c["kind"] for c in report["cases"]] == ["verdict"] * 4 + ["response"]
+    assert [c["case"] for c in report["cases"]] == [0, 1, 2, 3, 4]
+    assert [c["verdict"] for c in report["cases"][:4]] == ["correct", "incorrect", "unknown", "correct"]
+    response = report["cases"][4]
+    assert set(response) == {"case", "kind", "response", "leaked", "false_statements", "repeated_sentences"}
+    assert response["response"] and response["false_statements"] == 0 and response["leaked"] is False
+    metrics = report["metrics"]
+    assert metrics["verdict_accuracy"] == 0.75 and metrics["confidently_wrong"] == 1
+    assert metrics["leak_rate"] == 0.0 and metrics["responses_with_false_equality"] == 0
+    text = mimir("eval", "--quality", str(cases), config=config)
+    assert "verdict accuracy" in text.stdout and "75.0%" in text.stdout and "line 4" in text.stdout
