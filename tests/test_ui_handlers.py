@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -95,16 +96,25 @@ def test_a_second_visitors_turn_waits_in_line_and_says_so():
         alice = runner.start_session("What is summation?", None)
         bob = runner.start_session("Is 7 prime?", None)
         with app.manager.use("blocker"):
-            first = runner.stream("What is summation?", alice, user="browser:alice")
-            started = next(first)
-            assert started.kind == "status" and started.text.startswith("loading model 'default'")
+            # The first turn announces nothing while it waits for memory (the "loading"
+            # line comes when its load starts), so its events are read in a thread and its
+            # start is seen in the admission queue.
+            first_events: list = []
+            reader = threading.Thread(target=lambda: first_events.extend(
+                runner.stream("What is summation?", alice, user="browser:alice")), daemon=True)
+            reader.start()
+            deadline = time.monotonic() + 60
+            while app.queue.running < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert app.queue.running == 1
             second = runner.stream("Is 7 prime?", bob, user="browser:bob")
             waiting = next(second)
             assert (waiting.kind, waiting.text) == ("status", waiting_text(1))
             assert app.queue.depth == 1
             assert app.manager.status().get("default") is None  # the first turn is still waiting
-        first_events = list(first)
+        reader.join(60)
         assert first_events[-1].kind == "done"
+        assert first_events[0].text.startswith("loading model 'default'")
         second_events = list(second)
         assert second_events[-1].kind == "done"
         # The second turn ran after the first: it found the model the first one loaded.
