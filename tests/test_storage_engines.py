@@ -367,3 +367,45 @@ def test_a_migration_from_another_instance_does_not_break_running_queries(postgr
         with Database.open(postgres_url, migrations=[*MIGRATIONS, ("m900_extra", m900_extra)]):
             pass
         assert store.get_turn("r1").id == "r1"
+
+
+def test_a_turn_postgres_cannot_take_is_spooled_and_stored_at_the_next_start(postgres_server, postgres_url, monkeypatch):
+    """The server goes away mid-turn and stays away longer than the retries: the student still
+    gets the answer (with a 'not saved' notice), the turn waits in the spool, and the next
+    start stores it in PostgreSQL through the same stores."""
+    from mimir.app import MimirApp
+    from mimir.config import settings_from_dict
+    from mimir.storage.telemetry_store import TelemetryStore
+
+    monkeypatch.setenv("MIMIR_DATABASE_URL", postgres_url)
+    data = {
+        "models": {"m": {"backend": "scripted", "path": "scripted",
+                         "options": {"token_s": 0.3, "replies": ["Two and two make four."]}}},
+        "tutor": {"thinking": False},
+    }
+    first_token = threading.Event()
+    with MimirApp(settings_from_dict(data)) as app:
+        sid = app.conversations.create_session("spooled")
+        app.db.retry_s = 1.0  # give up quickly: the server stays down for this test
+        app.tutor  # built (replaying an empty spool) while the server is up
+        done = {}
+        worker = threading.Thread(target=lambda: done.update(
+            result=app.tutor.run_turn("What is 2 + 2?", sid, on_token=lambda text: first_token.set())))
+        worker.start()
+        assert first_token.wait(120)
+        postgres_server.stop()
+        try:
+            worker.join(timeout=180)
+            result = done["result"]
+            assert result.response == "Two and two make four."
+            assert any("could not be saved" in n for n in result.notices)
+            app.telemetry.flush()
+        finally:
+            postgres_server.start_again()
+    assert (app.settings.home / "spool.jsonl").exists()
+
+    with MimirApp(settings_from_dict(data)) as again:
+        again.tutor  # the next start replays the spool
+        [turn] = again.conversations.turns(sid)
+        assert turn.id == result.turn_id and turn.response == result.response
+        assert result.turn_id in TelemetryStore(again.db).turn_instances([result.turn_id])
