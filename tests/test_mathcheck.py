@@ -180,3 +180,13 @@ def test_steps_are_judged_against_the_verified_solution():
 def test_guided_teaching_hides_the_final_answer():
     report = check_claims("Divide by 4, so x = 5.", [{"x": "5"}], hide=[{"x": "5"}])
     assert report.text == "Divide by 4, so x = ?."
+
+
+def test_variables_named_a_and_rational_simplification():
+    # Found by the held-back quality set: a lone "a" is a variable next to "=" or a number,
+    # and simplifying a rational expression must not wait for sympy.simplify.
+    assert verdict("Solve 2a + b = 7 and a - b = 2", "a = 3, b = 1") == "correct"
+    assert verdict("Solve 2a + b = 7 and a - b = 2", "a=1, b=3") == "incorrect"
+    assert verdict("Simplify (2x^2 + 4x)/(2x)", "x + 2") == "correct"
+    assert verdict("Simplify (2x^2 + 4x)/(2x)", "x + 4") == "incorrect"
+    assert [(c.left, c.right) for c in equalities("I think a = 3, but this is a test = fun.")] == [("a", "3")]

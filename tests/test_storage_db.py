@@ -173,23 +173,30 @@ def test_read_only_home_fails_at_open_with_exit_code_8(tmp_path):
     home.mkdir()
     cli = [sys.executable, "-m", "mimir.cli.main", "sessions", "list"]
     env = {**os.environ, "MIMIR_HOME": str(home)}
+    expected = f"directory {home} is not writable"
     command = _read_only_home_command(home, cli)
     probe = subprocess.run(command + ["--help"] if command else ["false"], capture_output=True, env=env)
     if probe.returncode != 0:
-        # No mount namespace here (a container without CAP_SYS_ADMIN or user namespaces):
-        # fall back to permissions, which bind everyone but root.
-        if os.geteuid() == 0:
-            pytest.skip(f"cannot make a read-only mount here: {probe.stderr.decode().strip()[:200]}")
-        home.chmod(0o500)
+        # No mount namespace here (a container without CAP_SYS_ADMIN or user namespaces).
         command = cli
+        if os.geteuid() != 0:
+            home.chmod(0o500)  # permissions bind everyone but root
+        else:
+            # Root ignores permissions: a home whose parent is a regular file cannot be used
+            # by anyone.
+            blocker = tmp_path / "a-file"
+            blocker.write_text("not a directory")
+            home = blocker / "home"
+            env["MIMIR_HOME"] = str(home)
+            expected = f"cannot create directory {home}"
     try:
         out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     finally:
-        home.chmod(0o700)
+        (tmp_path / "ro-home").chmod(0o700)
     assert out.returncode == StorageError.exit_code == 8, out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith(f"error: cannot use database {home / 'mimir.db'}: ")
-    assert f"directory {home} is not writable" in line
+    assert expected in line
     assert "Traceback" not in out.stderr
     assert not (home / "mimir.db").exists()
 

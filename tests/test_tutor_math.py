@@ -40,7 +40,7 @@ def test_a_false_equality_is_corrected_in_streamed_and_stored_text():
         for text in (streamed, result.response):
             assert "(82+91)/2 = 86.5." in text
             assert "= 82." not in text
-            assert "Math check: I corrected a mistake" in text
+            assert "Math check: I corrected (82+91)/2 is 86.5, not 82." in text
         stored = app.conversations.get_turn(result.turn_id).response
         assert stored == result.response
         steps = [s.name for s in result.telemetry.steps]

@@ -28,11 +28,13 @@ from mimir.mathcheck.spans import equalities
 MAX_CLAIM_TEXT_CHARS = 20_000
 _STRUCK = re.compile(r"~~[^~\n]{0,400}~~")
 _NUM = r"-?\d+(?:\.\d+)?"
+#: A prose claim's value must be a whole number, not the start of an expression ("is 82 + 91 = ...").
+_END_VALUE = r"(?!\d|\.\d|\s*[-+*/^=(\u00d7\u00f7])"
 _PROSE = [
-    (re.compile(r"\b(?:the\s+)?(?:average|mean)\s+of\s+(?P<nums>" + _NUM + r"(?:\s*(?:,\s*and|,|and)\s*" + _NUM + r")+)\s+(?:is|equals|=|would\s+be)\s+(?P<rhs>" + _NUM + r")(?!\d|\.\d)", re.I), "average"),
-    (re.compile(r"\b(?:the\s+)?sum\s+of\s+(?P<nums>" + _NUM + r"(?:\s*(?:,\s*and|,|and)\s*" + _NUM + r")+)\s+(?:is|equals|=)\s+(?P<rhs>" + _NUM + r")(?!\d|\.\d)", re.I), "sum"),
-    (re.compile(r"(?P<a>" + _NUM + r")\s*(?:%|percent)\s+of\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=)\s+(?P<rhs>" + _NUM + r")(?!\d|\.\d)", re.I), "percent"),
-    (re.compile(r"(?P<a>" + _NUM + r")\s+(?P<op>plus|minus|times|multiplied\s+by|divided\s+by)\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=|makes)\s+(?P<rhs>" + _NUM + r")(?!\d|\.\d)", re.I), "words"),
+    (re.compile(r"\b(?:the\s+)?(?:average|mean)\s+of\s+(?P<nums>" + _NUM + r"(?:\s*(?:,\s*and|,|and)\s*" + _NUM + r")+)\s+(?:is|equals|=|would\s+be)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "average"),
+    (re.compile(r"\b(?:the\s+)?sum\s+of\s+(?P<nums>" + _NUM + r"(?:\s*(?:,\s*and|,|and)\s*" + _NUM + r")+)\s+(?:is|equals|=)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "sum"),
+    (re.compile(r"(?P<a>" + _NUM + r")\s*(?:%|percent)\s+of\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "percent"),
+    (re.compile(r"(?P<a>" + _NUM + r")\s+(?P<op>plus|minus|times|multiplied\s+by|divided\s+by)\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=|makes)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "words"),
 ]
 _OPS = {"plus": "+", "minus": "-", "times": "*", "multiplied by": "*", "divided by": "/"}
 
@@ -129,7 +131,7 @@ def check_claims(text: str, solutions: list[dict[str, str]] | None = None, hide:
                 start = claim.left_start + claim.left.find(left)
                 end = claim.right_start + claim.right.find(right) + len(right)
                 edits.append((start, end, f"~~{text[start:end]}~~"))
-                report.corrections.append(f"{left} = {right} is not true for this problem, so that step is wrong")
+                report.corrections.append(f"step: {left} = {right}")
     for rx, kind in _PROSE:
         for m in rx.finditer(masked):
             rhs = m.group("rhs")

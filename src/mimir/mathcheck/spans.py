@@ -45,19 +45,33 @@ def _is_math(kind: str, text: str) -> bool:
 
 
 def _runs(text: str) -> list[tuple[int, int]]:
-    """Maximal runs of math tokens as (start, end), spaces trimmed."""
+    """Maximal runs of math tokens as (start, end), spaces trimmed. A lone ``a``/``A``/``I``
+    is math only next to a number, an operator or an ``=`` (``2a + b``), not as a word."""
+    tokens = [(m.lastgroup or "other", m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    solid = [i for i, t in enumerate(tokens) if t[0] != "space"]
+    position = {i: n for n, i in enumerate(solid)}
+
+    def neighbour_is_math(i: int) -> bool:
+        n = position[i]
+        for j in (n - 1, n + 1):
+            if 0 <= j < len(solid):
+                kind, word = tokens[solid[j]][0], tokens[solid[j]][1]
+                if kind in ("num", "op") or (kind == "other" and word == "="):
+                    return True
+        return False
+
     runs: list[tuple[int, int]] = []
     start = None
     end = 0
-    for m in _TOKEN.finditer(text):
-        kind = m.lastgroup or "other"
-        if _is_math(kind, m.group(0)):
+    for i, (kind, word, s0, e0) in enumerate(tokens):
+        math = _is_math(kind, word) or (kind == "word" and word in _ARTICLES and neighbour_is_math(i))
+        if math:
             if start is None:
                 if kind == "space":
                     continue
-                start = m.start()
+                start = s0
             if kind != "space":
-                end = m.end()
+                end = e0
         else:
             if start is not None:
                 runs.append((start, end))
@@ -86,8 +100,10 @@ def equalities(text: str, *, max_chars: int = 20_000) -> list[Claim]:
             right_to = newline
         before = text[left_from:pos]
         after = text[pos + 1 : right_to]
-        left_runs = [r for r in _runs(before) if r[1] >= len(before.rstrip())]
-        right_runs = [r for r in _runs(after) if r[0] <= len(after) - len(after.lstrip())]
+        # The "=" stays in view so a lone "a" next to it reads as a variable.
+        left_runs = [r for r in _runs(before + "=") if r[1] >= len(before.rstrip()) and r[1] <= len(before)]
+        right_runs = [(a - 1, b - 1) for a, b in _runs("=" + after)]
+        right_runs = [r for r in right_runs if r[0] <= len(after) - len(after.lstrip())]
         if not left_runs or not right_runs:
             continue
         ls, le = left_runs[-1]

