@@ -72,7 +72,7 @@ test: install-test browser-deps postgres-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Every benchmark prints its own table; run them on a quiet machine.
-BENCHES ?= bench_manager bench_turn bench_telemetry bench_cache bench_transformers_estimate
+BENCHES ?= bench_manager bench_turn bench_telemetry bench_cache bench_transformers_estimate bench_storage
 bench: install-test
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 

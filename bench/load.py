@@ -88,7 +88,7 @@ class Results:
 
 
 class Student(threading.Thread):
-    def __init__(self, index: int, url: str, deadline: float, results: Results, seed: int):
+    def __init__(self, index: int, url: str, deadline: float, results: Results, seed: int, end: float | None = None):
         super().__init__(name=f"student-{index}", daemon=True)
         import openai
 
@@ -96,6 +96,8 @@ class Student(threading.Thread):
         self.rng = random.Random(seed)
         self.url = url
         self.deadline = deadline
+        #: When the class is over: requests still waiting then are hung up (their timeout).
+        self.end = end if end is not None else deadline + TIMEOUT_S
         self.results = results
         self.openai = openai
         self.client = openai.OpenAI(base_url=url + "/v1", api_key="load-test", max_retries=0, timeout=TIMEOUT_S)
@@ -130,13 +132,20 @@ class Student(threading.Thread):
                 else:
                     self.tutor_turn()
             except Exception as exc:  # noqa: BLE001 - the load test reports, never dies
-                if self.closed:
+                if self.closed or self._cut():
                     self.results.add("cut_at_end")
                 else:
                     self.results.add("error", error=f"{self.user}: {type(exc).__name__}: {exc}")
             time.sleep(self.rng.uniform(0.2, 1.5))  # reading the answer
 
     # -- kinds of requests -----------------------------------------------------------------
+    def _timeout(self) -> float:
+        return max(5.0, min(TIMEOUT_S, self.end - time.monotonic()))
+
+    def _cut(self) -> bool:
+        """A timeout at the end of the class: the student left, not a hang."""
+        return time.monotonic() >= self.end - 1.0
+
     def _busy(self, exc: Exception) -> bool:
         """429/503 with Retry-After: the queue refusing on purpose. Waits as told."""
         status = getattr(exc, "status_code", None)
@@ -170,7 +179,8 @@ class Student(threading.Thread):
                 ttft = None
                 done = False
                 with self.client.chat.completions.create(model=model, messages=messages, stream=True, user=self.user,
-                                                         max_tokens=max_tokens, extra_body=extra) as chunks:
+                                                         max_tokens=max_tokens, extra_body=extra,
+                                                         timeout=self._timeout()) as chunks:
                     for chunk in chunks:
                         if chunk.choices and chunk.choices[0].delta.content and ttft is None:
                             ttft = time.monotonic() - start
@@ -185,7 +195,8 @@ class Student(threading.Thread):
                 self.results.add("ok", time.monotonic() - start, ttft)
             else:
                 out = self.client.chat.completions.create(model=model, messages=messages, user=self.user,
-                                                          max_tokens=max_tokens, extra_body=extra)
+                                                          max_tokens=max_tokens, extra_body=extra,
+                                                          timeout=self._timeout())
                 if remember:
                     mimir = (out.model_extra or {}).get("mimir") or {}
                     self.session = mimir.get("session_id") or self.session
@@ -194,7 +205,10 @@ class Student(threading.Thread):
             if not self._busy(exc):
                 self.results.add("error", error=f"{self.user}: HTTP {exc.status_code}: {str(exc)[:200]}")
         except self.openai.APITimeoutError:
-            self.results.add("error", error=f"{self.user}: no answer within {TIMEOUT_S:.0f} s (hang)")
+            if self._cut():
+                self.results.add("cut_at_end")  # the class ended with this turn still in line
+            else:
+                self.results.add("error", error=f"{self.user}: no answer within {TIMEOUT_S:.0f} s (hang)")
         except self.openai.APIConnectionError:
             if not self.closed:
                 raise
@@ -251,7 +265,7 @@ class Student(threading.Thread):
         """Start a streamed answer and hang up after the first token."""
         try:
             with self.client.chat.completions.create(
-                model="mimir-tutor", stream=True, user=self.user,
+                model="mimir-tutor", stream=True, user=self.user, timeout=self._timeout(),
                 messages=[{"role": "user", "content": self.rng.choice(QUESTIONS)}],
             ) as chunks:
                 for chunk in chunks:
@@ -371,11 +385,11 @@ def run(users: int, seconds: float, url: str | None, budget: str, seed: int, gra
         watcher.start()
         results = Results()
         deadline = time.monotonic() + seconds
-        students = [Student(i, url, deadline, results, seed + i) for i in range(users)]
+        students = [Student(i, url, deadline, results, seed + i, end=deadline + grace) for i in range(users)]
         for student in students:
             student.start()
             time.sleep(0.05)
-        end = deadline + grace
+        end = deadline + grace + 15
         for student in students:
             student.join(max(0.0, end - time.monotonic()))
         for student in students:
