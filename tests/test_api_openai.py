@@ -53,7 +53,11 @@ def test_tutor_completion_with_mimir_details(client):
     assert out.status_code == 200, out.text
     data = out.json()
     assert data["object"] == "chat.completion"
-    assert data["choices"][0]["message"] == {"role": "assistant", "content": REPLY}
+    message = data["choices"][0]["message"]
+    assert message["role"] == "assistant"
+    # The model's reply, then a practice question the math engine generated with its answer key.
+    reply, practice = message["content"].split("\n\n**Practice question:** ")
+    assert reply == REPLY and practice.strip()
     assert data["usage"]["completion_tokens"] > 0
     assert "STRUCTURE_PRACTICE_QUESTIONS" in data["mimir"]["flags"]
     assert {s["name"] for s in data["mimir"]["steps"]} >= {"routing", "response"}

@@ -273,7 +273,9 @@ def test_memory_shows_the_turns_steps_and_follows_the_newest_turn():
         *_, first, _ = last(h.chat("What is summation?", [], None, ME))
         plot, picker, steps, resident, budget, key, message = h.memory(None, None, ME)
         assert message == "" and plot is not None
-        assert list(steps["step"]) == ["history", "tool_decision", "routing", "rules", "response", "postprocess"]
+        # "summation" is math, so the math engine checks the message and then the answer's claims.
+        assert list(steps["step"]) == ["history", "tool_decision", "routing", "rules", "math_check", "response",
+                                       "postprocess", "math_claims"]
         assert list(resident["model"]) == ["default"] and "RAM budget" in budget
         first_turn = picker["value"]
         again = h.memory(None, key, ME)
