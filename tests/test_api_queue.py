@@ -55,7 +55,7 @@ def served():
 
 
 def _body(user: str, stream: bool = True, **extra) -> dict:
-    return {"model": "default", "stream": stream, "user": user, "max_tokens": 200,
+    return {"model": "default", "stream": stream, "user": user, "max_tokens": 1000,
             "messages": [{"role": "user", "content": "tell me everything"}], **extra}
 
 
