@@ -15,11 +15,13 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mimir.errors import EvalCaseError
 from mimir.models.base import ChatMessage
 from mimir.tutor.state import Flag, PromptState
+
+T = TypeVar("T")
 
 Predicted = Collection[Flag | str] | PromptState
 
@@ -126,16 +128,22 @@ def bundled_cases_path() -> Path:
     return Path(str(resources.files("mimir").joinpath("data", "eval_cases.jsonl")))
 
 
-def load_cases(path: Path | str) -> list[EvalCase]:
+def read_cases(path: Path | str, parse: Callable[[str, str, int], T]) -> list[T]:
+    """Every non-blank line of a JSONL case file through ``parse(raw, path, line_number)``;
+    an unreadable or empty file is an :class:`EvalCaseError`. Shared by both case formats."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise EvalCaseError(str(path), 0, f"cannot read: {exc}") from None
-    cases = [parse_case(raw, str(path), number) for number, raw in enumerate(lines, start=1) if raw.strip()]
+    cases = [parse(raw, str(path), number) for number, raw in enumerate(lines, start=1) if raw.strip()]
     if not cases:
         raise EvalCaseError(str(path), 0, "holds no cases")
     return cases
+
+
+def load_cases(path: Path | str) -> list[EvalCase]:
+    return read_cases(path, parse_case)
 
 
 def parse_case(raw: str, path: str = "<cases>", line: int = 0) -> EvalCase:

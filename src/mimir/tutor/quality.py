@@ -26,6 +26,7 @@ from typing import Any
 
 from mimir.errors import EvalCaseError
 from mimir.models.base import ChatMessage
+from mimir.tutor.evaluation import read_cases
 from mimir.tutor.postprocess import repeated_sentences
 
 KINDS = ("verdict", "response")
@@ -53,15 +54,7 @@ class QualityReport:
 
 
 def load_quality_cases(path: Path | str) -> list[QualityCase]:
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvalCaseError(str(path), 0, f"cannot read: {exc}") from None
-    cases = [parse_quality_case(raw, str(path), n) for n, raw in enumerate(lines, start=1) if raw.strip()]
-    if not cases:
-        raise EvalCaseError(str(path), 0, "holds no cases")
-    return cases
+    return read_cases(path, parse_quality_case)
 
 
 def parse_quality_case(raw: str, path: str = "<cases>", line: int = 0) -> QualityCase:
