@@ -16,7 +16,6 @@ from mimir.errors import EvalCaseError
 from mimir.tutor.quality import leaked, load_quality_cases, parse_quality_case
 
 SHIPPED = Path(str(resources.files("mimir").joinpath("data", "quality_cases.jsonl")))
-HOLDOUT = Path(str(resources.files("mimir").joinpath("data", "quality_holdout.jsonl")))
 
 
 def mimir(*args: str, config: Path | None = None, timeout: float = 900):
@@ -27,8 +26,7 @@ def mimir(*args: str, config: Path | None = None, timeout: float = 900):
 
 
 def test_shipped_case_sets_cover_every_skill_with_enough_cases():
-    tuning, holdout = load_quality_cases(SHIPPED), load_quality_cases(HOLDOUT)
-    every = tuning + holdout
+    every = load_quality_cases(SHIPPED)
     verdicts = [c for c in every if c.kind == "verdict"]
     responses = [c for c in every if c.kind == "response"]
     assert len(verdicts) >= 80 and len(responses) >= 20
