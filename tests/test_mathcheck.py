@@ -190,3 +190,56 @@ def test_variables_named_a_and_rational_simplification():
     assert verdict("Simplify (2x^2 + 4x)/(2x)", "x + 2") == "correct"
     assert verdict("Simplify (2x^2 + 4x)/(2x)", "x + 4") == "incorrect"
     assert [(c.left, c.right) for c in equalities("I think a = 3, but this is a test = fun.")] == [("a", "3")]
+
+
+# Found while widening the tuning set with formats students write (quality_cases.jsonl).
+
+def test_minus_words_sets_of_roots_and_named_points():
+    assert verdict("What is -8 + 3?", "minus 5") == "correct"
+    assert verdict("Solve 3x - y = 7 and 2x + 3y = 1", "x = 2 and y = minus 1") == "correct"
+    assert verdict("Solve 3x - y = 7 and 2x + 3y = 1", "x=2 and y=-1") == "correct"
+    assert verdict("Solve 3x - y = 7 and 2x + 3y = 1", "(x, y) = (2, -1)") == "correct"
+    assert verdict("Solve 3x - y = 7 and 2x + 3y = 1", "(x,y) = (-1,2)") == "incorrect"
+    assert verdict("Solve x + y = 5 and x - y = 1", "x=3 y=2") == "correct"
+    assert verdict("Solve x^2 - 2x - 15 = 0", "x = {-3, 5}") == "correct"
+    assert verdict("Solve x^2 - 2x - 15 = 0", "x = \\{-3, 5\\}") == "correct"
+    assert verdict("Solve x^2 - 2x - 15 = 0", "x = {3, 5}") == "incorrect"
+
+
+def test_hedges_and_reasons_around_the_answer():
+    question = "Solve 4x + 2 = 2x + 10."
+    assert verdict(question, "I got 4 but I'm not sure") == "correct"
+    assert verdict(question, "x = 4 because 4*4+2 = 18 and 2*4+10 = 18") == "correct"
+    assert verdict(question, "x = 5 because I subtracted") == "incorrect"
+    assert verdict(question, "x ≈ 4") == "correct"
+
+
+def test_ambiguous_or_foreign_letters_are_unknown_not_judged():
+    # x2 could be x^2 or 2x; "4 cm" and "2y" bring letters the question does not have.
+    assert verdict("Find the derivative of x^2.", "x2") == "unknown"
+    assert verdict("Find the derivative of x^2.", "2y") == "unknown"
+    assert verdict("Solve 2x + 3 = 11.", "x = 4 cm") == "unknown"
+    assert verdict("Solve x^2 - 5x + 6 = 0", "x = 2, x = 3y") == "unknown"
+    assert verdict("Integrate 3x^2 dx", "x^3 + C") == "correct"
+
+
+def test_factored_form_with_a_number_factor_and_thousands_separators():
+    # sympy turns 3*(2x + 3) into 6x + 9 when it evaluates, so the form test reads the key unevaluated.
+    assert verdict("Factor 6x + 9.", "6x+9") == "incorrect"
+    assert verdict("Factor 6x + 9.", "3(2x + 3)") == "correct"
+    assert verdict("Compute 2^10.", "1,024") == "correct"
+    assert verdict("Compute 2^10.", "1,000") == "incorrect"
+
+
+@pytest.mark.parametrize("question,reply,expected", [
+    ("What percentage of 50 is 10?", "20%", "correct"),
+    ("What percentage of 50 is 10?", "20", "correct"),
+    ("What percentage of 50 is 10?", "5%", "incorrect"),
+    ("12 is what percent of 48?", "25 percent", "correct"),
+    ("Express 3 as a percentage of 12.", "25%", "correct"),
+    ("What is 1/3 of 27?", "9", "correct"),
+    ("What is 1/3 of 27?", "3", "incorrect"),
+    ("What is 3/4 of 20?", "15", "correct"),
+])
+def test_percent_of_a_whole_and_fraction_of_a_quantity(question, reply, expected):
+    assert verdict(question, reply) == expected
