@@ -243,3 +243,18 @@ def test_factored_form_with_a_number_factor_and_thousands_separators():
 ])
 def test_percent_of_a_whole_and_fraction_of_a_quantity(question, reply, expected):
     assert verdict(question, reply) == expected
+
+
+def test_rewritings_of_a_factor_problem_are_judged_and_spaced_x_is_times():
+    # Found in the tuning set's responses: "x^2 + 7x + 12 = (x + 4)(x + 9)" was not judged,
+    # and "25% of 120 equals 0.25 x 120 = 30" had 0.25 "corrected" to 30 (x read as the end of
+    # the value), which made a false "30 x 120 = 30".
+    text = "So x^2 + 7x + 12 = (x + 4)(x + 9), or (x + 3)(x + 4) = x^2 + 7x + 12, and x^2 + 7x + 12 = 0."
+    report = check_claims(text, identity="(x + 3)*(x + 4)")
+    assert report.false == 1 and "~~x^2 + 7x + 12 = (x + 4)(x + 9)~~" in report.text
+    assert check_claims(text).false == 0  # without a factor problem, equations are not judged
+    report = check_claims("25% of 120 equals 0.25 x 120 = 30.")
+    assert report.false == 0 and report.text == "25% of 120 equals 0.25 x 120 = 30."
+    report = check_claims("So 3 x 4 = 13.")
+    assert report.false == 1 and report.text == "So 3 x 4 = 12."
+    assert check_claims("Then 2 x = 8.", [{"x": "4"}]).false == 0  # x is the unknown here
