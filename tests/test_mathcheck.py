@@ -258,3 +258,19 @@ def test_rewritings_of_a_factor_problem_are_judged_and_spaced_x_is_times():
     report = check_claims("So 3 x 4 = 13.")
     assert report.false == 1 and report.text == "So 3 x 4 = 12."
     assert check_claims("Then 2 x = 8.", [{"x": "4"}]).false == 0  # x is the unknown here
+
+
+def test_found_by_the_blind_held_back_run():
+    # Reported as found: the held-back figure stays the blind one (docs/math.md).
+    # "5/6 ÷ 1/3" was read as ((5/6)/1)/3, so 5/18 was called correct and 2.5 wrong.
+    assert verdict("What is 5/6 ÷ 1/3?", "2.5") == "correct"
+    assert verdict("What is 5/6 ÷ 1/3?", "5/18") == "incorrect"
+    assert verdict("What is 12 ÷ 4?", "3") == "correct"
+    assert verdict("What is \\frac{1}{2} \\div 1/4?", "2") == "correct"
+    # ln|x| + C is an antiderivative of 1/x.
+    assert verdict("Find the integral of 1/x dx.", "ln|x| + C") == "correct"
+    assert verdict("Find the integral of 1/x dx.", "ln|2x| + C") == "correct"
+    # "x = 2 is not a solution" (the engine's own verdict line) is a true sentence, not a false step.
+    report = check_claims("**Checked:** not quite: x = 2 is not a solution.", [{"x": "5"}, {"x": "-2"}])
+    assert report.false == 0 and "~~" not in report.text
+    assert check_claims("So x = 2 is the answer.", [{"x": "5"}, {"x": "-2"}]).false == 1

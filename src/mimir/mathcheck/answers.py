@@ -79,6 +79,7 @@ def _items(reply: str, *, thousands: bool = False, percent: bool = False) -> lis
     one value); ``percent``: the key is a percentage, so ``20%`` means 20."""
     text = re.sub(r"=\s*\\?\{([^{}]*?)\\?\}", r"= \1", reply[:MAX_REPLY_CHARS])  # x = {-3, 5}: a set of roots
     text = latex_to_plain(text).replace("\n", " ")
+    text = re.sub(r"\b(ln|log)\s*\|([^|]{1,200})\|", r"\1(\2)", text)  # ln|x| + C: its derivative is 1/x too
     named = _NAMED_POINT.match(text)  # (x, y) = (2, -1)
     if named:
         names, values = named.group(1).split(","), named.group(2).split(",")

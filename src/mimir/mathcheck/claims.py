@@ -38,6 +38,7 @@ _PROSE = [
     (re.compile(r"(?P<a>" + _NUM + r")\s*(?:%|percent)\s+of\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "percent"),
     (re.compile(r"(?P<a>" + _NUM + r")\s+(?P<op>plus|minus|times|multiplied\s+by|divided\s+by)\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=|makes)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "words"),
 ]
+_DENIED = re.compile(r"[\s*_]*(?:is\s+not|isn'?t|is\s+wrong|is\s+false|does\s*n[o']?t\s+(?:hold|work))\b", re.I)
 _OPS = {"plus": "+", "minus": "-", "times": "*", "multiplied by": "*", "divided by": "/"}
 
 
@@ -95,6 +96,8 @@ def check_claims(text: str, solutions: list[dict[str, str]] | None = None, hide:
     x_is_unknown = any("x" in sol for sol in (solutions or [])) or (ident is not None and sympy.Symbol("x") in ident.free_symbols)
     masked = _mask_struck(text)
     for claim in equalities(masked):
+        if _DENIED.match(masked, claim.right_end):
+            continue  # "x = 2 is not a solution" says the equality is false: that is true
         left, right = _balanced(claim.left), _balanced(claim.right)
         try:
             if not x_is_unknown:
