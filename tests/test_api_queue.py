@@ -5,8 +5,6 @@ comments, and a client that disconnects mid-stream stopping its generation."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import pytest
@@ -18,16 +16,11 @@ import httpx  # noqa: E402
 from mimir.api.openai import QUEUE_HEADER, TUTOR_MODEL, create_api  # noqa: E402
 from mimir.app import MimirApp  # noqa: E402
 from mimir.config import settings_from_dict  # noqa: E402
+from serving import in_thread  # noqa: E402
 
 # Long enough (about 45 s at 0.03 s a token) that a turn is still generating while the test
 # queues others behind it, however slow the machine; the tests hang up long before the end.
 LONG = " ".join(f"word{i}" for i in range(1500))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -39,18 +32,10 @@ def served():
         "server": {"max_queue": 1, "per_user_concurrency": 1},
     })
     app = MimirApp(settings)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_api(app), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
     try:
-        yield app, f"http://127.0.0.1:{port}"
+        with in_thread(create_api(app)) as url:
+            yield app, url
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
         app.close()
 
 
