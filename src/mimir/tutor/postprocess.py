@@ -47,7 +47,9 @@ _LATEX = re.compile(
 _HOLE = "\x00{}\x00"
 _HOLE_RX = re.compile("\x00(\\d+)\x00")
 
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=\S)")
+#: The spaces after a sentence end and before the next word. The lookbehind follows the first
+#: space, so a match starts with one and the engine skips to spaces in C.
+_SENTENCE_SPLIT = re.compile(r"\s(?<=[.!?]\s)\s*(?=\S)")
 _LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|[a-z][.)])\s+", re.I)
 _SENTENCE_END = re.compile(r"[.!?][\"')\]*_]*(?=\s|$)")
 #: The last match of ``_SENTENCE_END`` in a line: the greedy ``.*`` gives the text back from the
