@@ -56,7 +56,11 @@ def test_busy_user_gets_429_full_queue_503_and_the_waiting_turn_hears_its_place(
     with httpx.Client(base_url=url, timeout=60) as client, \
             client.stream("POST", "/v1/chat/completions", json=_body("bob")) as running:
         assert running.status_code == 200 and running.headers[QUEUE_HEADER] == "0"
-        next(running.iter_lines())  # bob's turn is generating
+        # Keep the line iterator referenced: closing it (as garbage collection does to a dropped
+        # generator, at a moment that depends on what ran before) closes the response, and the
+        # server rightly cancels bob's turn as a disconnect.
+        bob_lines = running.iter_lines()
+        next(bob_lines)  # bob's turn is generating
         _until(lambda: app.queue.running == 1)
 
         again = client.post("/v1/chat/completions", json=_body("bob", stream=False))
@@ -74,6 +78,8 @@ def test_busy_user_gets_429_full_queue_503_and_the_waiting_turn_hears_its_place(
             assert full.json()["error"]["type"] == "server_overloaded"
             assert not full.headers["content-type"].startswith("text/event-stream")
             assert client.get("/v1/models").status_code == 200  # never waits behind the queue
+        assert app.queue.running == 1  # bob was generating all along
+        bob_lines.close()
 
 
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(served):
