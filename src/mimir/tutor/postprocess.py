@@ -99,6 +99,8 @@ def _role_line(line: str, has_text: bool) -> str | None:
 def strip_role_markers(text: str) -> str:
     """Role markers removed from line starts; the reply ends before a line that starts a turn
     of the student (or system) after some text."""
+    if ":" not in text:  # every role marker ends with a colon
+        return text
     parts: list[str] = []
     has_text = False
     done: dict[tuple[str, bool], str | None] = {}  # a line that comes again is worked out once
