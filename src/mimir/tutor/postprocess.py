@@ -414,7 +414,9 @@ def clean_response(text: str, truncated: bool = False) -> str:
     text = strip_special_tokens(text)
     text = strip_role_markers(text)
     held, spans = _protect_latex(text)
-    held = remove_repetition(held)
+    # Spaces at line ends go now as well as at the end: remove_repetition drops them from every
+    # line it works on anyway, and without them most short lines are ones it copies in bulk.
+    held = remove_repetition(TRAILING_SPACE.sub("\n", held))
     if truncated:
         held = trim_cut_off(held)
     held = TRAILING_SPACE.sub("\n", held)
