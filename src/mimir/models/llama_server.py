@@ -194,24 +194,24 @@ def gguf_memory_estimate(
     )
 
 
-def parallel_slots(spec: ModelSpec) -> int:
+def _whole_option(spec: ModelSpec, name: str, default: int, minimum: int, unit: str) -> int:
+    """``spec.options[name]`` as a whole number of at least ``minimum``, else a ConfigError."""
+    key = f"models.{spec.id}.options.{name}"
     try:
-        value = int(spec.options.get("parallel", DEFAULT_PARALLEL))
+        value = int(spec.options.get(name, default))
     except (TypeError, ValueError):
-        raise ConfigError(f"models.{spec.id}.options.parallel", "must be a whole number of slots") from None
-    if value < 1:
-        raise ConfigError(f"models.{spec.id}.options.parallel", "must be at least 1")
+        raise ConfigError(key, f"must be a whole number of {unit}") from None
+    if value < minimum:
+        raise ConfigError(key, f"must be at least {minimum}" + (" (0: off)" if minimum == 0 else ""))
     return value
+
+
+def parallel_slots(spec: ModelSpec) -> int:
+    return _whole_option(spec, "parallel", DEFAULT_PARALLEL, 1, "slots")
 
 
 def cache_reuse(spec: ModelSpec) -> int:
-    try:
-        value = int(spec.options.get("cache_reuse", DEFAULT_CACHE_REUSE))
-    except (TypeError, ValueError):
-        raise ConfigError(f"models.{spec.id}.options.cache_reuse", "must be a whole number of tokens") from None
-    if value < 0:
-        raise ConfigError(f"models.{spec.id}.options.cache_reuse", "must be 0 (off) or more tokens")
-    return value
+    return _whole_option(spec, "cache_reuse", DEFAULT_CACHE_REUSE, 0, "tokens")
 
 
 def _threads(spec: ModelSpec) -> int:
