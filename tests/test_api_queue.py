@@ -5,8 +5,6 @@ comments, and a client that disconnects mid-stream stopping its generation."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import pytest
@@ -18,16 +16,11 @@ import httpx  # noqa: E402
 from mimir.api.openai import QUEUE_HEADER, TUTOR_MODEL, create_api  # noqa: E402
 from mimir.app import MimirApp  # noqa: E402
 from mimir.config import settings_from_dict  # noqa: E402
+from serving import in_thread  # noqa: E402
 
 # Long enough (about 45 s at 0.03 s a token) that a turn is still generating while the test
 # queues others behind it, however slow the machine; the tests hang up long before the end.
 LONG = " ".join(f"word{i}" for i in range(1500))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -39,18 +32,10 @@ def served():
         "server": {"max_queue": 1, "per_user_concurrency": 1},
     })
     app = MimirApp(settings)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_api(app), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
     try:
-        yield app, f"http://127.0.0.1:{port}"
+        with in_thread(create_api(app)) as url:
+            yield app, url
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
         app.close()
 
 
@@ -71,7 +56,11 @@ def test_busy_user_gets_429_full_queue_503_and_the_waiting_turn_hears_its_place(
     with httpx.Client(base_url=url, timeout=60) as client, \
             client.stream("POST", "/v1/chat/completions", json=_body("bob")) as running:
         assert running.status_code == 200 and running.headers[QUEUE_HEADER] == "0"
-        next(running.iter_lines())  # bob's turn is generating
+        # Keep the line iterator referenced: closing it (as garbage collection does to a dropped
+        # generator, at a moment that depends on what ran before) closes the response, and the
+        # server rightly cancels bob's turn as a disconnect.
+        bob_lines = running.iter_lines()
+        next(bob_lines)  # bob's turn is generating
         _until(lambda: app.queue.running == 1)
 
         again = client.post("/v1/chat/completions", json=_body("bob", stream=False))
@@ -89,6 +78,8 @@ def test_busy_user_gets_429_full_queue_503_and_the_waiting_turn_hears_its_place(
             assert full.json()["error"]["type"] == "server_overloaded"
             assert not full.headers["content-type"].startswith("text/event-stream")
             assert client.get("/v1/models").status_code == 200  # never waits behind the queue
+        assert app.queue.running == 1  # bob was generating all along
+        bob_lines.close()
 
 
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(served):

@@ -4,8 +4,11 @@ Whatever fails, the student gets an answer or one clear error, and no answer is 
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -74,6 +77,61 @@ def test_a_full_disk_is_a_storage_error_and_the_answer_still_arrives():
         assert result.response == REPLY and any("could not be saved" in n for n in result.notices)
         spooled = [e for e in app.spool.entries() if e["kind"] == "turn"]
         assert spooled and "full" in spooled[0]["reason"]
+
+
+@contextmanager
+def immutable(*paths):
+    """The files made read-only for everyone, root included, with the ``immutable`` attribute
+    (``chattr +i``): every open for writing and every write, also through a descriptor opened
+    before, fails with EPERM. ``chmod`` is no test when tests run as root (root writes anyway)
+    and ``PRAGMA query_only`` is SQLite refusing by choice. Skips where the attribute cannot
+    be set (not root, or a filesystem without it); always cleared again, or the files could
+    not even be deleted."""
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.skip("chattr is not installed")
+    done = subprocess.run([chattr, "+i", *map(str, paths)], capture_output=True, text=True)
+    if done.returncode != 0:
+        subprocess.run([chattr, "-i", *map(str, paths)], capture_output=True)
+        pytest.skip(f"cannot make files immutable here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", *map(str, paths)], check=True)
+
+
+def test_a_read_only_database_keeps_the_answer_and_spools_the_turn_until_the_next_start():
+    """The database file and its write-ahead log turn read-only while the app runs (what a disk
+    remounted read-only after an error, or a volume flipped read-only, does to a live server).
+    The shared-memory index (``-shm``) stays writable: SQLite maps it into memory, and making
+    a mapped file immutable kills the process with SIGBUS, which tells nothing about Mimir."""
+    settings = scripted_settings()
+    db = settings.db_path
+    with MimirApp(settings) as app:
+        session = app.conversations.create_session("fractions")
+        app.tutor  # built (and the spool replayed, empty) while the disk is writable
+        wal = db.with_name(db.name + "-wal")
+        assert wal.exists()  # the WAL is where a commit would be written first
+        with immutable(db, wal):
+            with pytest.raises(StorageError):  # the fault is real: no write gets through
+                with app.db.write() as conn:
+                    conn.execute("INSERT INTO sessions (id, title, created_at, updated_at) VALUES (?, ?, 0, 0)",
+                                 ("s-ro", "read-only"))
+            result = app.tutor.run_turn("What is a fraction?", session)
+            app.telemetry.flush()
+            assert result.response == REPLY  # the student still gets the answer
+            assert any("could not be saved" in n for n in result.notices)  # with the visible notice
+            spooled = {e["kind"]: e for e in Spool(settings.home / "spool.jsonl").entries()}
+            assert sorted(spooled) == ["telemetry_turn", "turn"]
+            assert spooled["turn"]["turn"]["response"] == REPLY
+            assert app.conversations.turns(session) == []
+    with MimirApp(settings) as app:  # the next start, with the disk writable again
+        app.tutor
+        [turn] = app.conversations.turns(session)
+        assert (turn.id, turn.status, turn.response) == (result.turn_id, "ok", REPLY)
+        stored = app.db.read("SELECT step_count FROM telemetry_turns WHERE turn_id = ?", (result.turn_id,))
+        assert stored and stored[0]["step_count"] == len(result.telemetry.steps)
+        assert not (settings.home / "spool.jsonl").exists()
 
 
 # -- a model server answering garbage ---------------------------------------------------------

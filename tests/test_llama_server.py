@@ -274,3 +274,35 @@ def test_close_frees_memory_and_the_estimate_bounds_measured_with_busy_slots():
     assert used > 90 * MiB  # the weights really are in memory
     assert est.total_bytes >= used, f"estimate {est.total_bytes / MiB:.0f} MiB < measured {used / MiB:.0f} MiB"
     assert after - before < used / 2, "close() did not give the model's memory back"
+
+
+@pytest.mark.parametrize("reuse", [0, 32])
+def test_cache_reuse_shifts_a_cached_chunk_into_place(reuse):
+    """``options.cache_reuse``: a chunk of the slot's cached prompt that reappears later in the
+    next prompt (a turn's answer, first generated after the step's instruction, then part of
+    the history) is shifted into place instead of evaluated again; 0 reuses the prefix only."""
+    spec = replace(bundled_model_spec(), options={"parallel": 1, "cache_reuse": reuse})
+    model = LlamaServerBackend().load(spec)
+    try:
+        system = ChatMessage("system", "You are a tutor.")
+        passage = " ".join(f"Fact {i}: the number {i} squared is {i * i}." for i in range(12))
+        params = GenerationParams(max_tokens=2, temperature=0)
+        model.chat([system, ChatMessage("user", "Read this first, then answer.\n" + passage)], params)
+        second = model.chat([system, ChatMessage("user", passage)], params)
+    finally:
+        model.close()
+    assert second.tokens_in > 150
+    if reuse:
+        assert second.tokens_evaluated < second.tokens_in // 3  # the passage came from the cache
+    else:
+        assert second.tokens_evaluated > second.tokens_in // 2  # only the system prompt did
+
+
+@pytest.mark.parametrize("options, key", [({"cache_reuse": -1}, "cache_reuse"), ({"cache_reuse": "lots"}, "cache_reuse"),
+                                          ({"parallel": 0}, "parallel")])
+def test_bad_engine_options_are_config_errors_naming_the_key(options, key):
+    from mimir.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        LlamaServerBackend().validate(replace(bundled_model_spec(), options=options))
+    assert caught.value.key == f"models.{bundled_model_spec().id}.options.{key}"

@@ -18,14 +18,21 @@ repo + ``file`` resolved from the local Hugging Face cache. Options (``ModelSpec
   budget and the measurements see what the model really holds;
 - ``cache_ram_mib`` (default 0): llama.cpp's host-memory prompt cache, for prompts evicted
   from a slot; counted in the estimate;
+- ``cache_reuse`` (default 64): llama.cpp's ``n_cache_reuse``; chunks of at least this many
+  tokens of a slot's cached prompt that reappear further on in a new prompt are shifted into
+  place rather than evaluated again (0: the common prefix only). See "Prefix reuse" below;
 - ``top_logprobs`` (default 20): how many first-token alternatives ``score_choices`` reads;
 - ``n_gpu_layers`` (default 0): layers offloaded with a GPU build of the engine;
 - ``seed`` (default: random); ``verbose`` (default false): llama.cpp's log on stderr.
 
 **Prefix reuse.** Each slot keeps the tokens of its last prompt; a request goes to the slot
 whose cached prompt it shares most with, and only the tokens after the common prefix are
-evaluated (``cache_prompt``). The count of tokens actually evaluated comes back with every
-generation (:attr:`~mimir.models.base.Completion.tokens_evaluated`).
+evaluated (``cache_prompt``). A turn's answer was generated after that step's own
+instruction, but the next turn has it in the history, right after the message it answered:
+the prefix stops at the instruction, and ``cache_reuse`` shifts the answer's cached tokens
+into their new place instead (their keys were computed with the instruction in view; llama.cpp
+accepts that approximation for the chunks it reuses). The count of tokens actually evaluated
+comes back with every generation (:attr:`~mimir.models.base.Completion.tokens_evaluated`).
 
 **Choice scoring** reads the top ``top_logprobs`` log-probabilities of the first answer
 token. A choice scores the best log-probability among the listed tokens that begin it
@@ -80,6 +87,9 @@ MiB = 1024 * 1024
 FIXED_OVERHEAD_BYTES = 32 * MiB
 GGUF_MAGIC = b"GGUF"
 DEFAULT_PARALLEL = 4
+#: ``n_cache_reuse``: smallest chunk of a slot's cached prompt reused by shifting it into place
+#: (0: only the common prefix is reused).
+DEFAULT_CACHE_REUSE = 64
 #: Sampling fields of :class:`GenerationParams` passed to the engine when present and set
 #: (repetition penalties and friends; llama.cpp's server names them the same).
 PASSTHROUGH_PARAMS = ("repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty", "top_k", "min_p")
@@ -184,14 +194,24 @@ def gguf_memory_estimate(
     )
 
 
-def parallel_slots(spec: ModelSpec) -> int:
+def _whole_option(spec: ModelSpec, name: str, default: int, minimum: int, unit: str) -> int:
+    """``spec.options[name]`` as a whole number of at least ``minimum``, else a ConfigError."""
+    key = f"models.{spec.id}.options.{name}"
     try:
-        value = int(spec.options.get("parallel", DEFAULT_PARALLEL))
+        value = int(spec.options.get(name, default))
     except (TypeError, ValueError):
-        raise ConfigError(f"models.{spec.id}.options.parallel", "must be a whole number of slots") from None
-    if value < 1:
-        raise ConfigError(f"models.{spec.id}.options.parallel", "must be at least 1")
+        raise ConfigError(key, f"must be a whole number of {unit}") from None
+    if value < minimum:
+        raise ConfigError(key, f"must be at least {minimum}" + (" (0: off)" if minimum == 0 else ""))
     return value
+
+
+def parallel_slots(spec: ModelSpec) -> int:
+    return _whole_option(spec, "parallel", DEFAULT_PARALLEL, 1, "slots")
+
+
+def cache_reuse(spec: ModelSpec) -> int:
+    return _whole_option(spec, "cache_reuse", DEFAULT_CACHE_REUSE, 0, "tokens")
 
 
 def _threads(spec: ModelSpec) -> int:
@@ -427,6 +447,7 @@ class LlamaServerBackend(Backend):
     def validate(self, spec: ModelSpec) -> None:
         resolve_gguf_path(spec)
         parallel_slots(spec)
+        cache_reuse(spec)
 
     def parallel(self, spec: ModelSpec) -> int:
         return parallel_slots(spec)
@@ -475,6 +496,7 @@ class LlamaServerBackend(Backend):
         params.cpuparams_batch.n_threads = threads
         params.cache_prompt = True
         params.cache_ram_mib = int(spec.options.get("cache_ram_mib", 0))
+        params.n_cache_reuse = cache_reuse(spec)
         params.n_gpu_layers = int(spec.options.get("n_gpu_layers", 0))
         params.warmup = False
         # Weights read into memory by default (no mmap): RSS, the budget and the measurements

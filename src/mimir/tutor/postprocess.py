@@ -26,26 +26,35 @@ _END_MARKERS = re.compile(
     r"|<\|im_start\|>|<\|start_header_id\|>|<start_of_turn>|<<SYS>>"
 )
 _ANY_SPECIAL = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>")
-_OWN_ROLE = re.compile(r"^(\s*)(?:#{1,4}\s*)?(?:assistant|tutor|mimir|ai|bot|response|answer)\s*:\s*", re.I)
-_OTHER_ROLE = re.compile(r"^\s*(?:#{1,4}\s*)?(?:user|student|human|system|instruction)\s*:", re.I)
+#: Spaces are taken possessively (``*+``): what follows them is never a space, so giving some
+#: back cannot help, and a line of 100,000 spaces costs one pass instead of one per space.
+_OWN_ROLE = re.compile(r"^(\s*+)(?:#{1,4}+\s*+)?(?:assistant|tutor|mimir|ai|bot|response|answer)\s*+:\s*", re.I)
+_OTHER_ROLE = re.compile(r"^\s*+(?:#{1,4}+\s*+)?(?:user|student|human|system|instruction)\s*+:", re.I)
 
 #: A span's body never holds another opener of its kind, so an opener that is never closed is
-#: scanned only up to the next opener: linear time even on "\\[" repeated 50,000 times.
+#: scanned only up to the next opener: linear time even on "\\[" repeated 50,000 times. Every
+#: alternative starts with ``$`` or ``\\`` (the lone ``$``'s lookbehind comes after it), so the
+#: engine skips to those characters in C instead of trying six alternatives everywhere.
 _LATEX = re.compile(
     r"\$\$(?:(?!\$\$).)+?\$\$"
     r"|\\\[(?:(?!\\\[).)+?\\\]"
     r"|\\\((?:(?!\\\().)+?\\\)"
-    r"|\\begin\{([A-Za-z*]{1,30})\}(?:(?!\\begin\{).)+?\\end\{\1\}"
-    r"|(?<![\\$])\$(?!\s)[^$\n]+?(?<![\s\\])\$(?!\d)"
+    r"|\\begin\{(?P<env>[A-Za-z*]{1,30})\}(?:(?!\\begin\{).)+?\\end\{(?P=env)\}"
+    r"|\$(?<![\\$]\$)(?!\s)[^$\n]+?(?<![\s\\])\$(?!\d)"
     r"|\\[A-Za-z]+(?:\{[^{}\n]*\})+",
     re.S,
 )
 _HOLE = "\x00{}\x00"
 _HOLE_RX = re.compile("\x00(\\d+)\x00")
 
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=\S)")
+#: The spaces after a sentence end and before the next word. The lookbehind follows the first
+#: space, so a match starts with one and the engine skips to spaces in C.
+_SENTENCE_SPLIT = re.compile(r"\s(?<=[.!?]\s)\s*(?=\S)")
 _LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|[a-z][.)])\s+", re.I)
 _SENTENCE_END = re.compile(r"[.!?][\"')\]*_]*(?=\s|$)")
+#: The last match of ``_SENTENCE_END`` in a line: the greedy ``.*`` gives the text back from the
+#: end, so the first sentence end it meets is the last one.
+_LAST_SENTENCE_END = re.compile(r"(?s:.*)(?P<end>" + _SENTENCE_END.pattern + ")")
 #: Sentences shorter than this (normalised characters) may repeat ("Yes.", "Step 1.").
 _MIN_DEDUP_CHARS = 12
 _MAX_LOOP_WORDS = 30
@@ -67,67 +76,144 @@ def strip_special_tokens(text: str) -> str:
     return _ANY_SPECIAL.sub("", text)
 
 
+#: Where a line may start with a role marker (either kind): the whole text is scanned once in C
+#: and only these lines go through the per-line patterns; every other line is kept as it is.
+#: Spaces are taken possessively (what follows them is never a space) and the lookahead tests
+#: the first letter of every role word at once, so a line costs a few steps, not one per word.
+_ROLE_LINE = re.compile(
+    r"^[^\S\n]*+(?:#{1,4}+[^\S\n]*+)?(?=[abhimrstu])"
+    r"(?:user|student|human|system|instruction|assistant|tutor|mimir|ai|bot|response|answer)[^\S\n]*:",
+    re.I | re.M,
+)
+
+
+def _role_line(line: str, has_text: bool) -> str | None:
+    """``line`` without its role marker; None when it starts the student's next turn."""
+    if _OTHER_ROLE.match(line):
+        if has_text:
+            return None  # the model started writing the student's next turn
+        line = _OTHER_ROLE.sub("", line, count=1)
+    return _OWN_ROLE.sub(r"\1", line, count=1)
+
+
 def strip_role_markers(text: str) -> str:
-    lines = text.split("\n")
-    out: list[str] = []
+    """Role markers removed from line starts; the reply ends before a line that starts a turn
+    of the student (or system) after some text."""
+    if ":" not in text:  # every role marker ends with a colon
+        return text
+    parts: list[str] = []
     has_text = False
-    for line in lines:
-        if ":" not in line:  # both role patterns end with a colon: most lines skip them
-            out.append(line)
-            has_text = has_text or not (not line or line.isspace())
-            continue
-        if _OTHER_ROLE.match(line):
-            if has_text:
-                break  # the model started writing the student's next turn
-            line = _OTHER_ROLE.sub("", line, count=1)
-        line = _OWN_ROLE.sub(r"\1", line, count=1)
-        out.append(line)
-        has_text = has_text or bool(line.strip())
-    return "\n".join(out)
+    done: dict[tuple[str, bool], str | None] = {}  # a line that comes again is worked out once
+    pos = 0  # start of the text not yet copied; always a line start
+    for match in _ROLE_LINE.finditer(text):
+        start = match.start()
+        if not has_text and start > pos:
+            kept = text[pos:start]
+            has_text = not kept.isspace()
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        seen = (text[start:end], has_text)
+        line = done[seen] if seen in done else done.setdefault(seen, _role_line(*seen))
+        if line is None:
+            parts.append(text[pos : max(start - 1, pos)])  # without the newline before the cut
+            return "".join(parts)
+        parts.append(text[pos:start])
+        parts.append(line)
+        has_text = has_text or not (not line or line.isspace())
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+#: ``_LATEX`` inside one group: ``split`` hands back text, span and the environment's name in turn.
+_LATEX_SPLIT = re.compile("(" + _LATEX.pattern + ")", _LATEX.flags)
 
 
 def _protect_latex(text: str) -> tuple[str, list[str]]:
-    spans: list[str] = []
-    index: dict[str, int] = {}
+    """``text`` with each LaTeX span replaced by a hole ``NUL index NUL``, and the spans (one
+    entry per distinct span). Built from one C-level split, whatever the number of spans."""
+    parts = _LATEX_SPLIT.split(text)
+    found = parts[1::3]
+    spans = list(dict.fromkeys(found))  # distinct spans in order of first appearance
+    holes = {span: _HOLE.format(i) for i, span in enumerate(spans)}
+    parts[1::3] = map(holes.__getitem__, found)
+    parts[2::3] = [""] * len(found)  # the environment names the group also captured
+    return "".join(parts), spans
 
-    def hold(match: re.Match[str]) -> str:
-        span = match.group(0)
-        if span not in index:
-            index[span] = len(spans)
-            spans.append(span)
-        return _HOLE.format(index[span])
 
-    return _LATEX.sub(hold, text), spans
+def _holes(text: str) -> list[str] | None:
+    """``text`` split at its NULs, when they pair up around ASCII digits as the holes of
+    :func:`_protect_latex` do (odd items are the indices); None for any other use of NUL."""
+    parts = text.split("\x00")
+    numbers = parts[1::2]
+    if len(parts) % 2 and all(numbers):
+        digits = "".join(numbers)
+        if digits.isascii() and digits.isdigit():
+            return parts
+    return None
 
 
 def _restore_latex(text: str, spans: list[str]) -> str:
-    return _HOLE_RX.sub(lambda m: spans[int(m.group(1))], text)
+    parts = _holes(text)
+    if parts is None:
+        return _HOLE_RX.sub(lambda m: spans[int(m.group(1))], text)
+    numbers = parts[1::2]
+    found = {number: spans[int(number)] for number in set(numbers)}
+    parts[1::2] = map(found.__getitem__, numbers)
+    return "".join(parts)
 
 
-_MARKUP = re.compile(r"[*_#`>]+")
-_SPACES = re.compile(r"\s+")
+def _with_math_markers(text: str) -> str:
+    """Each hole replaced by ``<mathN>``, so a sentence's key tells its formulas apart."""
+    parts = _holes(text)
+    if parts is None:
+        return _HOLE_RX.sub(_math_marker, text)
+    numbers = parts[1::2]
+    markers = {number: _MATH_MARKER.format(number) for number in set(numbers)}
+    parts[1::2] = map(markers.__getitem__, numbers)
+    return "".join(parts)
+
+
+#: Markdown characters a sentence's key leaves out (deleted in one C pass by ``str.translate``).
+_MARKUP = str.maketrans("", "", "*_#`>")
 _ONLY_MATH = re.compile(r"(?:<math\d+>\s*)+")
 
 
+_MATH_MARKER = "<math{}>"
+
+
 def _math_marker(match: re.Match[str]) -> str:
-    return f"<math{match.group(1)}>"
+    return _MATH_MARKER.format(match.group(1))
 
 
 def _sentence_key(sentence: str) -> str:
-    key = _LIST_MARKER.sub("", sentence)
-    key = _MARKUP.sub("", key).lower()
-    key = _SPACES.sub(" ", key).strip(" .!?;:,")
-    return key
+    key = _LIST_MARKER.sub("", sentence).translate(_MARKUP).lower()
+    return " ".join(key.split()).strip(" .!?;:,")  # runs of spaces as one, none at the ends
 
 
-def _token_key(word: str) -> str:
-    return word.lower().strip(".,;:!?\"'()*")
+_KEY_PUNCT = ".,;:!?\"'()*"
+
+
+def _copies(keys: list[str], i: int, n: int) -> int:
+    """How many copies of ``keys[i : i + n]`` follow one another from ``i``. Compares runs of
+    copies that double in length (list comparisons in C), so a run of 50,000 costs ~16 steps."""
+    pattern = keys[i : i + n]
+    reps, step = 1, 1
+    while True:
+        start = i + reps * n
+        if keys[start : start + step * n] == pattern * step:
+            reps += step
+            step *= 2
+        elif step > 1:
+            step //= 2
+        else:
+            return reps
 
 
 def collapse_loops(words: list[str]) -> list[str]:
     """Collapse a word sequence repeated back to back: 3+ copies for 1-3 words, 2+ copies
     for longer sequences (up to 30 words)."""
-    keys = [_token_key(w) for w in words]
+    keys = [w.lower().strip(_KEY_PUNCT) for w in words]
     i = 0
     while i < len(words):
         collapsed = False
@@ -139,18 +225,18 @@ def collapse_loops(words: list[str]) -> list[str]:
         if keyed - i >= _MAX_LOOP_WORDS:  # no window starting before keyed - 29 can reach it
             i = keyed - _MAX_LOOP_WORDS + 1
             continue
-        for n in range(max(1, keyed - i + 1), min(_MAX_LOOP_WORDS, (len(words) - i) // 2) + 1):
-            if keys[i + n] != first:
-                continue  # cheap test first: a repeat starts with the same word
-            pattern = keys[i : i + n]
-            reps = 1
-            while keys[i + reps * n : i + (reps + 1) * n] == pattern:
-                reps += 1
-            if reps >= (3 if n < 4 else 2):
-                del words[i + n : i + reps * n]
-                del keys[i + n : i + reps * n]
-                collapsed = True
-                break
+        shortest, longest = max(1, keyed - i + 1), min(_MAX_LOOP_WORDS, (len(words) - i) // 2)
+        # A repeat starts with the same word: one scan in C rules out most positions.
+        if shortest <= longest and first in keys[i + shortest : i + longest + 1]:
+            for n in range(shortest, longest + 1):
+                if keys[i + n] != first:
+                    continue
+                reps = _copies(keys, i, n)
+                if reps >= (3 if n < 4 else 2):
+                    del words[i + n : i + reps * n]
+                    del keys[i + n : i + reps * n]
+                    collapsed = True
+                    break
         if not collapsed:
             i += 1
     return words
@@ -201,38 +287,96 @@ def repeated_sentences(text: str) -> int:
     count = 0
     for line in held.split("\n"):
         for sentence in _SENTENCE_SPLIT.split(line.strip()):
-            key = _sentence_key(_HOLE_RX.sub(lambda m: f"<math{m.group(1)}>", sentence))
+            key = _sentence_key(_with_math_markers(sentence))
             if len(key) >= _MIN_DEDUP_CHARS and not _ONLY_MATH.fullmatch(key) and seen.repeats(key):
                 count += 1
     return count
 
 
+#: Runs of lines that :func:`remove_repetition` returns as they are, found in one C scan: blank
+#: lines, one hole of set-aside LaTeX, and lines of at most 5 characters without trailing space:
+#: one word, or two without NUL (no key reaches ``_MIN_DEDUP_CHARS``, no word loop, no space
+#: to normalise: a sentence end is followed by one plain space).
+_UNCHANGED_LINES = re.compile(
+    r"^(?:\s*\n"  # any number of blank lines in one step
+    r"|(?:[^\S\n]*+\Z"
+    r"|\x00\d{1,6}\x00"
+    r"|(?=[^\n]{1,5}$)[^\S\n]*(?:\S+|[^\s\x00]+(?:(?<![.!?])[^\S\n]+|(?<=[.!?]) )[^\s\x00]+)"
+    r")(?:\n|\Z))+",
+    re.M,
+)
+
+
+def _dedup_line(line: str, seen: _SeenSentences) -> tuple[str | None, str | None]:
+    """One non-blank line without its repeated sentences (None: nothing left), and the same
+    line's result when it comes again.
+
+    On any later occurrence every sentence compared against ``seen`` is an exact repeat
+    (``seen`` keeps every key it was given, and an exact hit changes nothing), so only the
+    sentences too short to compare stay. The second value is ``"\x00"`` (no line holds one
+    here) when a sentence was dropped as a near duplicate, whose key is not kept: a later
+    occurrence would be judged again."""
+    line = _collapse_line_loops(line)
+    marker = _LIST_MARKER.match(line)
+    prefix = marker.group(0) if marker else line[: len(line) - len(line.lstrip())]
+    body = line[len(prefix) :].strip()
+    kept: list[str] = []
+    short: list[str] = []  # the sentences never compared
+    stable = True
+    for sentence in _SENTENCE_SPLIT.split(body):
+        if len(sentence) < _MIN_DEDUP_CHARS // 2 and "\x00" not in sentence:
+            kept.append(sentence)  # its key is too short to dedup (lower() at most doubles)
+            short.append(sentence)
+            continue
+        key = _sentence_key(_with_math_markers(sentence) if "\x00" in sentence else sentence)
+        if len(key) >= _MIN_DEDUP_CHARS and not _ONLY_MATH.fullmatch(key):
+            repeated = seen.repeats(key)
+            stable = stable and key in seen.keys
+            if repeated:
+                continue
+        else:
+            short.append(sentence)
+        kept.append(sentence)
+    again = (prefix + " ".join(short) if short else None) if stable else "\x00"
+    return (prefix + " ".join(kept) if kept else None), again
+
+
+def _dedup_lines(lines: list[str], seen: _SeenSentences, out: list[str], again: dict[str, str | None]) -> None:
+    for line in lines:
+        if line in again:  # the line came before: its result no longer depends on ``seen``
+            done = again[line]
+        elif not line.strip():
+            done = line
+        else:
+            done, later = _dedup_line(line, seen)
+            if later != "\x00":
+                again[line] = later
+        if done is not None:
+            out.append(done)
+
+
 def remove_repetition(text: str) -> str:
     """Drop sentences and lines that repeat an earlier one exactly or nearly (same words,
     :data:`_NEAR_DUP_JACCARD` overlap), then collapse word loops. Works on text whose LaTeX
-    has been set aside (see :func:`clean_response`)."""
+    has been set aside (see :func:`clean_response`).
+
+    Runs of lines that cannot change are copied in bulk, and a line that comes again is worked
+    out once: the cost follows the distinct lines, not the number of lines."""
     seen = _SeenSentences()
     out: list[str] = []
-    for line in text.split("\n"):
-        if not line.strip():
-            out.append(line)
-            continue
-        line = _collapse_line_loops(line)
-        marker = _LIST_MARKER.match(line)
-        prefix = marker.group(0) if marker else line[: len(line) - len(line.lstrip())]
-        body = line[len(prefix) :].strip()
-        kept: list[str] = []
-        for sentence in _SENTENCE_SPLIT.split(body):
-            if len(sentence) < _MIN_DEDUP_CHARS // 2 and "\x00" not in sentence:
-                kept.append(sentence)  # its key is too short to dedup (lower() at most doubles)
-                continue
-            key = _sentence_key(_HOLE_RX.sub(_math_marker, sentence) if "\x00" in sentence else sentence)
-            if len(key) >= _MIN_DEDUP_CHARS and not _ONLY_MATH.fullmatch(key):
-                if seen.repeats(key):
-                    continue
-            kept.append(sentence)
-        if kept:
-            out.append(prefix + " ".join(kept))
+    again: dict[str, str | None] = {}
+    pos = 0
+    for run in _UNCHANGED_LINES.finditer(text):
+        start, end = run.span()
+        if start > pos:  # the lines before the run, without the newline that ends the last one
+            _dedup_lines(text[pos : start - 1].split("\n"), seen, out, again)
+        if end == len(text):  # the run holds the last line (an empty one after a final newline)
+            out.extend(text[start:].split("\n"))
+            break
+        out.extend(text[start : end - 1].split("\n"))
+        pos = end
+    else:
+        _dedup_lines(text[pos:].split("\n"), seen, out, again)
     return "\n".join(out)
 
 
@@ -254,9 +398,9 @@ def trim_cut_off(text: str) -> str:
         return text  # a complete display-math line
     marker = _LIST_MARKER.match(last)
     body_start = marker.end() if marker else 0
-    ends = [m for m in _SENTENCE_END.finditer(last) if m.start() >= body_start]
-    if ends:
-        lines[-1] = last[: ends[-1].end()]
+    end = _LAST_SENTENCE_END.match(last)  # the last sentence end, found by one scan in C
+    if end and end.start("end") >= body_start:
+        lines[-1] = last[: end.end()]
         return "\n".join(lines)
     if len(lines) > 1:
         return "\n".join(lines[:-1]).rstrip()
@@ -270,7 +414,9 @@ def clean_response(text: str, truncated: bool = False) -> str:
     text = strip_special_tokens(text)
     text = strip_role_markers(text)
     held, spans = _protect_latex(text)
-    held = remove_repetition(held)
+    # Spaces at line ends go now as well as at the end: remove_repetition drops them from every
+    # line it works on anyway, and without them most short lines are ones it copies in bulk.
+    held = remove_repetition(TRAILING_SPACE.sub("\n", held))
     if truncated:
         held = trim_cut_off(held)
     held = TRAILING_SPACE.sub("\n", held)

@@ -35,7 +35,8 @@ _TEMPLATE_TOKEN = re.compile(
 
 
 #: Spaces before a line break; the lookbehind starts a match only where a run of spaces starts.
-TRAILING_SPACE = re.compile(r"(?<![ \t])[ \t]+\n")
+#: It follows the first space, so every match starts with one and the engine skips to them in C.
+TRAILING_SPACE = re.compile(r"[ \t](?<![ \t][ \t])[ \t]*\n")
 
 
 @dataclass(frozen=True)
