@@ -274,3 +274,29 @@ def test_found_by_the_blind_held_back_run():
     report = check_claims("**Checked:** not quite: x = 2 is not a solution.", [{"x": "5"}, {"x": "-2"}])
     assert report.false == 0 and "~~" not in report.text
     assert check_claims("So x = 2 is the answer.", [{"x": "5"}, {"x": "-2"}]).false == 1
+
+
+def test_found_by_the_second_blind_held_back_run():
+    # Reported as found: the second held-back figure stays the blind one (docs/math.md).
+    # "1 1/6" was read as 1 * 1/6, so a right mixed number was called incorrect.
+    assert verdict("What is 1/2 + 2/3?", "1 1/6") == "correct"
+    assert verdict("What is 1/2 + 2/3?", "x = 1 1/6") == "correct"
+    assert verdict("What is 1/2 + 2/3?", "1 1/2") == "incorrect"
+    assert verdict("What is 1/2 - 5/3?", "-1 1/6") == "correct"
+    assert verdict("Simplify 2 * 3x.", "6x") == "correct"  # a product of a number and a term is not mixed
+    # "Write 0.45 as a percentage" was not recognised as a problem.
+    assert verdict("Write 0.45 as a percentage.", "45%") == "correct"
+    assert verdict("Write 0.45 as a percentage.", "4.5%") == "incorrect"
+    assert verdict("Convert 3/4 to a percent.", "75%") == "correct"
+    # "Factorise 6x^2 + 9x completely": the word "completely" was read as part of the expression.
+    assert verdict("Factorise 6x^2 + 9x completely.", "3x(2x + 3)") == "correct"
+    assert verdict("Factorise 6x^2 + 9x completely.", "3x(2x + 9)") == "incorrect"
+    assert verdict("Factor x^2 - 5x + 6 fully.", "(x - 2)(x - 3)") == "correct"
+    # A price that goes up or down by a percentage was not read (a word problem).
+    jacket = "A jacket costs $80 and its price goes up by 25%. What is the new price?"
+    assert verdict(jacket, "$100") == "correct" and verdict(jacket, "100") == "correct"
+    assert verdict(jacket, "$105") == "incorrect" and verdict(jacket, "$20") == "incorrect"
+    shirt = "If a shirt costs $40 and is 25% off, what is the sale price?"
+    assert verdict(shirt, "$30") == "correct" and verdict(shirt, "$10") == "incorrect"
+    assert verdict("The population of 2000 decreased by 10 percent. What is it now?", "1800") == "correct"
+    assert find_problem("What is 25% of 80?").var is None  # still a plain percentage of a number

@@ -62,6 +62,8 @@ _MINUS = re.compile(r"\bminus\b|\bnegative\s+(?=[\d.(])", re.I)
 _REASON = re.compile(r"\b(?:because|since|cause|cuz|as\s+(?:you\s+can\s+)?check)\b", re.I)
 #: A lone letter right before a digit (``x2``, ``3x2``): x^2 or 2x? Ambiguous, so unknown.
 _LETTER_DIGIT = re.compile(r"(?<![A-Za-z\\])[A-Za-z]\d")
+#: A mixed number (``1 1/6``, ``-2 3/4``) is a whole plus a fraction, not a product.
+_MIXED = re.compile(r"(?<![\w.)/^*])(-?)(\d+)\s+(\d+)\s*/\s*(\d+)(?![\w.(/^])")
 _NONE = re.compile(r"\b(?:undefined|does\s*n[o']?t\s+exist|dne|no\s+(?:limit|solutions?|answer)|infinit[ey]|impossible)\b", re.I)
 
 
@@ -100,6 +102,7 @@ def _items(reply: str, *, thousands: bool = False, percent: bool = False) -> lis
     text = _VAR_IS.sub(lambda m: f"{m.group(1)} = ", text)
     text = _NUMBER_WORD.sub(_number_word, text)
     text = _MINUS.sub("-", text)
+    text = _MIXED.sub(r"\1(\2 + \3/\4)", text)
     text = _FILLER.sub(" ", text)
     text = re.sub(r"[?!]+", " ", text)
     text = re.sub(r"\.(?!\d)", " ", text)  # sentence periods, not decimal points

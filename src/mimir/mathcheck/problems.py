@@ -82,7 +82,7 @@ class Key:
 
 # -- recognising ------------------------------------------------------------------------------
 
-_END = r"(?=\s*(?:\?|[.;,!](?:\s|$)|$|\bwith respect to\b|\bw\.?r\.?t\b|\bfor\s+[a-z]\b|\bfrom\b|\bas\b|\bif\b|\bwhen\b|\bwhere\b|\bplease\b|\band\s+(?:explain|show|tell)\b|\bdx\b|\bd[a-z]\b))"
+_END = r"(?=\s*(?:\?|[.;,!](?:\s|$)|$|\bwith respect to\b|\bw\.?r\.?t\b|\bfor\s+[a-z]\b|\bfrom\b|\bas\b|\bif\b|\bwhen\b|\bwhere\b|\bplease\b|\bcompletely\b|\bfully\b|\band\s+(?:explain|show|tell)\b|\bdx\b|\bd[a-z]\b))"
 _DERIV = re.compile(
     r"\b(?:derivative|differentiate|d\s*/\s*d(?P<v0>[a-z]))\b\s*(?:with respect to (?P<v1>[a-z])\s*)?(?:of\s+)?"
     r"(?:(?:f|g|y|h)\s*(?:\(\s*[a-z]\s*\))?\s*=\s*)?(?P<expr>.+?)" + _END + r"(?:\s*(?:with respect to|wrt)\s+(?P<v2>[a-z]))?",
@@ -110,6 +110,19 @@ _PERCENT_OF = re.compile(
     r"\bwhat\s+(?:percent(?:age)?|%)\s+of\s+(?P<n>\d+(?:\.\d+)?)\s+is\s+(?P<a>\d+(?:\.\d+)?)"
     r"|(?P<a2>\d+(?:\.\d+)?)\s+is\s+what\s+(?:percent(?:age)?|%)\s+of\s+(?P<n2>\d+(?:\.\d+)?)"
     r"|\bexpress\s+(?P<a3>\d+(?:\.\d+)?)\s+as\s+a\s+percent(?:age)?\s+of\s+(?P<n3>\d+(?:\.\d+)?)",
+    re.I,
+)
+#: "Write 0.45 as a percentage", "Convert 3/4 to a percent": a number as a percentage.
+_TO_PERCENT = re.compile(
+    r"\b(?:write|express|convert|change|turn|give)\s+(?P<n>\d+(?:\.\d+)?(?:\s*/\s*\d+)?)\s+(?:as|to|into)\s+(?:a\s+)?percent(?:age)?\b",
+    re.I,
+)
+#: "A jacket costs $80 and its price goes up by 25%", "a $40 shirt is 25% off": the new amount.
+_PERCENT_CHANGE = re.compile(
+    r"\$?(?P<n>\d+(?:\.\d+)?)\b[^.?!%]{0,80}?(?:"
+    r"\b(?P<up>increases?|increased|goes\s+up|went\s+up|rises|rose|is\s+raised|raised)\s+by\s+(?P<p>\d+(?:\.\d+)?)\s*(?:%|percent)"
+    r"|\b(?:decreases?|decreased|goes\s+down|went\s+down|falls|fell|is\s+reduced|reduced|discounted)\s+by\s+(?P<p2>\d+(?:\.\d+)?)\s*(?:%|percent)"
+    r"|(?P<p3>\d+(?:\.\d+)?)\s*(?:%|percent)\s+(?:off|discount)\b)",
     re.I,
 )
 #: "What is 1/3 of 27?": a fraction of a quantity.
@@ -181,6 +194,13 @@ def _problem_in(text: str) -> Problem | None:
         whole = m.group("n") or m.group("n2") or m.group("n3")
         if float(whole) != 0:
             return Problem("percentages", (f"{part}/{whole}*100",), var="percent")
+    m = _PERCENT_CHANGE.search(text)
+    if m:
+        sign, rate = ("+", m.group("p")) if m.group("up") else ("-", m.group("p2") or m.group("p3"))
+        return Problem("percentages", (f"{m.group('n')}*(1 {sign} {rate}/100)",), var="percent_change")
+    m = _TO_PERCENT.search(text)
+    if m:
+        return Problem("percentages", (f"({m.group('n').replace(' ', '')})*100",), var="to_percent")
     m = _FRACTION_OF.search(text)
     if m:
         return Problem("fractions", (f"({m.group('f')})*{m.group('n')}",), var="fraction_of")
@@ -359,6 +379,18 @@ def _solve_arith(problem: Problem) -> Key | None:
         part, whole = problem.exprs[0].removesuffix("*100").split("/")
         return _value_key(problem, f"What percentage of {whole} is {part}?", value,
                           [f"Write {part} as a fraction of {whole}: {part}/{whole}.", "Multiply that fraction by 100 to get a percentage."],
+                          form="percent")
+    if problem.var == "percent_change":
+        n, change = problem.exprs[0].split("*(1 ")
+        sign, rate = change[0], change[2:].removesuffix("/100)")
+        word = "up" if sign == "+" else "down"
+        return _value_key(problem, f"What is {n} after going {word} by {rate}%?", value,
+                          [f"Find {rate}% of {n}: {rate}/100 times {n}.",
+                           f"{'Add that to' if sign == '+' else 'Take that away from'} {n}."])
+    if problem.var == "to_percent":
+        number = problem.exprs[0][1:].removesuffix(")*100")
+        return _value_key(problem, f"Write {number} as a percentage.", value,
+                          [f"A percentage is a number of hundredths: multiply {number} by 100.", "Write % after the result."],
                           form="percent")
     if problem.var == "fraction_of":
         frac, n = problem.exprs[0][1:].split(")*")
