@@ -17,6 +17,7 @@ from mimir.tutor.quality import leaked, load_quality_cases, parse_quality_case
 
 SHIPPED = Path(str(resources.files("mimir").joinpath("data", "quality_cases.jsonl")))
 HOLDOUT = Path(str(resources.files("mimir").joinpath("data", "quality_holdout.jsonl")))
+HOLDOUT2 = Path(str(resources.files("mimir").joinpath("data", "quality_holdout2.jsonl")))
 
 
 def mimir(*args: str, config: Path | None = None, timeout: float = 900):
@@ -44,6 +45,25 @@ def test_shipped_case_sets_cover_every_skill_with_enough_cases():
     for word in ("solve", "system", "x^2", "derivative", "integra", "from", "limit", "simplify", "expand", "factor",
                  "%", "/", "practice question"):
         assert word in held_questions, word
+
+
+def test_second_held_back_set_is_new_and_covers_every_skill():
+    held = load_quality_cases(HOLDOUT2)
+    verdicts = [c for c in held if c.kind == "verdict"]
+    responses = [c for c in held if c.kind == "response"]
+    assert len(verdicts) >= 60 and len(responses) >= 12
+    assert {c.expect["verdict"] for c in verdicts} == {"correct", "incorrect", "unknown"}
+    questions = " ".join(c.history[-1].content.lower() for c in verdicts if c.history)
+    for word in ("solve", "system", "x^2", "derivative", "differentiate", "integra", "from", "\\int", "limit",
+                 "simplify", "expand", "factor", "%", "percent", "/", "average", "practice question"):
+        assert word in questions, word
+    assert any(len(c.history) > 1 for c in verdicts)  # a practice question after the student's request
+    assert any(c.history and "practice question" in c.history[-1].content.lower() for c in responses)
+    # New wording: no question or response message is copied from the earlier sets.
+    earlier = load_quality_cases(SHIPPED) + load_quality_cases(HOLDOUT)
+    seen = {c.history[-1].content for c in earlier if c.history} | {c.message for c in earlier if c.kind == "response"}
+    assert not [c for c in held if (c.history and c.history[-1].content in seen)
+                or (c.kind == "response" and c.message in seen)]
 
 
 def test_leaks_compare_without_whitespace_and_respect_number_ends():
