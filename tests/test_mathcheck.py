@@ -190,3 +190,87 @@ def test_variables_named_a_and_rational_simplification():
     assert verdict("Simplify (2x^2 + 4x)/(2x)", "x + 2") == "correct"
     assert verdict("Simplify (2x^2 + 4x)/(2x)", "x + 4") == "incorrect"
     assert [(c.left, c.right) for c in equalities("I think a = 3, but this is a test = fun.")] == [("a", "3")]
+
+
+# Found while widening the tuning set with formats students write (quality_cases.jsonl).
+
+def test_minus_words_sets_of_roots_and_named_points():
+    assert verdict("What is -8 + 3?", "minus 5") == "correct"
+    assert verdict("Solve 3x - y = 7 and 2x + 3y = 1", "x = 2 and y = minus 1") == "correct"
+    assert verdict("Solve 3x - y = 7 and 2x + 3y = 1", "x=2 and y=-1") == "correct"
+    assert verdict("Solve 3x - y = 7 and 2x + 3y = 1", "(x, y) = (2, -1)") == "correct"
+    assert verdict("Solve 3x - y = 7 and 2x + 3y = 1", "(x,y) = (-1,2)") == "incorrect"
+    assert verdict("Solve x + y = 5 and x - y = 1", "x=3 y=2") == "correct"
+    assert verdict("Solve x^2 - 2x - 15 = 0", "x = {-3, 5}") == "correct"
+    assert verdict("Solve x^2 - 2x - 15 = 0", "x = \\{-3, 5\\}") == "correct"
+    assert verdict("Solve x^2 - 2x - 15 = 0", "x = {3, 5}") == "incorrect"
+
+
+def test_hedges_and_reasons_around_the_answer():
+    question = "Solve 4x + 2 = 2x + 10."
+    assert verdict(question, "I got 4 but I'm not sure") == "correct"
+    assert verdict(question, "x = 4 because 4*4+2 = 18 and 2*4+10 = 18") == "correct"
+    assert verdict(question, "x = 5 because I subtracted") == "incorrect"
+    assert verdict(question, "x ≈ 4") == "correct"
+
+
+def test_ambiguous_or_foreign_letters_are_unknown_not_judged():
+    # x2 could be x^2 or 2x; "4 cm" and "2y" bring letters the question does not have.
+    assert verdict("Find the derivative of x^2.", "x2") == "unknown"
+    assert verdict("Find the derivative of x^2.", "2y") == "unknown"
+    assert verdict("Solve 2x + 3 = 11.", "x = 4 cm") == "unknown"
+    assert verdict("Solve x^2 - 5x + 6 = 0", "x = 2, x = 3y") == "unknown"
+    assert verdict("Integrate 3x^2 dx", "x^3 + C") == "correct"
+
+
+def test_factored_form_with_a_number_factor_and_thousands_separators():
+    # sympy turns 3*(2x + 3) into 6x + 9 when it evaluates, so the form test reads the key unevaluated.
+    assert verdict("Factor 6x + 9.", "6x+9") == "incorrect"
+    assert verdict("Factor 6x + 9.", "3(2x + 3)") == "correct"
+    assert verdict("Compute 2^10.", "1,024") == "correct"
+    assert verdict("Compute 2^10.", "1,000") == "incorrect"
+
+
+@pytest.mark.parametrize("question,reply,expected", [
+    ("What percentage of 50 is 10?", "20%", "correct"),
+    ("What percentage of 50 is 10?", "20", "correct"),
+    ("What percentage of 50 is 10?", "5%", "incorrect"),
+    ("12 is what percent of 48?", "25 percent", "correct"),
+    ("Express 3 as a percentage of 12.", "25%", "correct"),
+    ("What is 1/3 of 27?", "9", "correct"),
+    ("What is 1/3 of 27?", "3", "incorrect"),
+    ("What is 3/4 of 20?", "15", "correct"),
+])
+def test_percent_of_a_whole_and_fraction_of_a_quantity(question, reply, expected):
+    assert verdict(question, reply) == expected
+
+
+def test_rewritings_of_a_factor_problem_are_judged_and_spaced_x_is_times():
+    # Found in the tuning set's responses: "x^2 + 7x + 12 = (x + 4)(x + 9)" was not judged,
+    # and "25% of 120 equals 0.25 x 120 = 30" had 0.25 "corrected" to 30 (x read as the end of
+    # the value), which made a false "30 x 120 = 30".
+    text = "So x^2 + 7x + 12 = (x + 4)(x + 9), or (x + 3)(x + 4) = x^2 + 7x + 12, and x^2 + 7x + 12 = 0."
+    report = check_claims(text, identity="(x + 3)*(x + 4)")
+    assert report.false == 1 and "~~x^2 + 7x + 12 = (x + 4)(x + 9)~~" in report.text
+    assert check_claims(text).false == 0  # without a factor problem, equations are not judged
+    report = check_claims("25% of 120 equals 0.25 x 120 = 30.")
+    assert report.false == 0 and report.text == "25% of 120 equals 0.25 x 120 = 30."
+    report = check_claims("So 3 x 4 = 13.")
+    assert report.false == 1 and report.text == "So 3 x 4 = 12."
+    assert check_claims("Then 2 x = 8.", [{"x": "4"}]).false == 0  # x is the unknown here
+
+
+def test_found_by_the_blind_held_back_run():
+    # Reported as found: the held-back figure stays the blind one (docs/math.md).
+    # "5/6 ÷ 1/3" was read as ((5/6)/1)/3, so 5/18 was called correct and 2.5 wrong.
+    assert verdict("What is 5/6 ÷ 1/3?", "2.5") == "correct"
+    assert verdict("What is 5/6 ÷ 1/3?", "5/18") == "incorrect"
+    assert verdict("What is 12 ÷ 4?", "3") == "correct"
+    assert verdict("What is \\frac{1}{2} \\div 1/4?", "2") == "correct"
+    # ln|x| + C is an antiderivative of 1/x.
+    assert verdict("Find the integral of 1/x dx.", "ln|x| + C") == "correct"
+    assert verdict("Find the integral of 1/x dx.", "ln|2x| + C") == "correct"
+    # "x = 2 is not a solution" (the engine's own verdict line) is a true sentence, not a false step.
+    report = check_claims("**Checked:** not quite: x = 2 is not a solution.", [{"x": "5"}, {"x": "-2"}])
+    assert report.false == 0 and "~~" not in report.text
+    assert check_claims("So x = 2 is the answer.", [{"x": "5"}, {"x": "-2"}]).false == 1

@@ -37,6 +37,13 @@ def test_shipped_case_sets_cover_every_skill_with_enough_cases():
     for word in ("solve", "system", "x^2", "derivative", "integrate", "limit", "simplify", "expand", "factor",
                  "%", "/", "average"):
         assert word in questions or word in " ".join(c.message.lower() for c in every), word
+    # The held-back part alone: big enough to report, and it covers every skill too.
+    held_verdicts = [c for c in holdout if c.kind == "verdict"]
+    assert len(held_verdicts) >= 40 and sum(c.kind == "response" for c in holdout) >= 8
+    held_questions = " ".join(c.history[-1].content.lower() for c in held_verdicts if c.history)
+    for word in ("solve", "system", "x^2", "derivative", "integra", "from", "limit", "simplify", "expand", "factor",
+                 "%", "/", "practice question"):
+        assert word in held_questions, word
 
 
 def test_leaks_compare_without_whitespace_and_respect_number_ends():

@@ -37,7 +37,7 @@ class Verdict:
 
 
 _FILLER = re.compile(
-    r"\b(?:i\s+think|i\s+got|i\s+get|i\s+have|i'?d\s+say|i\s+guess|maybe|probably|so|then|therefore|thus|hence|well"
+    r"\b(?:(?:but\s+)?i'?m\s+not\s+(?:sure|certain)|(?:but\s+)?not\s+(?:sure|certain)|i\s+think|i\s+got|i\s+get|i\s+have|i'?d\s+say|i\s+guess|maybe|probably|so|then|therefore|thus|hence|well"
     r"|my\s+answer\s+is|my\s+answers\s+are|the\s+answer\s+is|the\s+answers\s+are|answer|it'?s|it\s+is|is\s+it|is\s+that|that'?s"
     r"|right|correct|ok|okay|hmm|um|uh|equals|is|are|was|the|result|solution|solutions|roots?|are|we\s+get|you\s+get|final"
     r"|derivative|integral|limit|value|of|simplified|factored|expanded|form|gives|becomes|please|check|yes|no)\b",
@@ -56,6 +56,12 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
 _NUMBER_WORD = re.compile(r"\b(?:minus\s+|negative\s+)?(?:" + "|".join(_NUMBER_WORDS) + r")\b", re.I)
 _VAR_IS = re.compile(r"\b([a-zA-Z])\s+(?:is|equals|would\s+be|should\s+be)\s+", re.I)
 _PLUS_MINUS = re.compile(r"\u00b1|\+\s*/?\s*-|\\pm\b")
+_NAMED_POINT = re.compile(r"^\s*\(\s*([a-zA-Z]\s*(?:,\s*[a-zA-Z]\s*){1,2})\)\s*=\s*\(([^()]*)\)\s*\.?\s*$")
+_MINUS = re.compile(r"\bminus\b|\bnegative\s+(?=[\d.(])", re.I)
+#: Reasons after the answer ("x = 4 because 4*4+2 = 18"): their equations are not the answer.
+_REASON = re.compile(r"\b(?:because|since|cause|cuz|as\s+(?:you\s+can\s+)?check)\b", re.I)
+#: A lone letter right before a digit (``x2``, ``3x2``): x^2 or 2x? Ambiguous, so unknown.
+_LETTER_DIGIT = re.compile(r"(?<![A-Za-z\\])[A-Za-z]\d")
 _NONE = re.compile(r"\b(?:undefined|does\s*n[o']?t\s+exist|dne|no\s+(?:limit|solutions?|answer)|infinit[ey]|impossible)\b", re.I)
 
 
@@ -64,11 +70,36 @@ def _number_word(m: re.Match[str]) -> str:
     return ("-" if len(words) > 1 else "") + _NUMBER_WORDS[words[-1]]
 
 
-def _items(reply: str) -> list[str]:
-    text = latex_to_plain(reply[:MAX_REPLY_CHARS]).replace("\n", " ")
+class AmbiguousReply(ValueError):
+    """The reply can be read two ways (``x2``); the verdict is ``unknown``."""
+
+
+def _items(reply: str, *, thousands: bool = False, percent: bool = False) -> list[str]:
+    """The answer parts of a reply. ``thousands``: read ``1,024`` as one number (the key is
+    one value); ``percent``: the key is a percentage, so ``20%`` means 20."""
+    text = re.sub(r"=\s*\\?\{([^{}]*?)\\?\}", r"= \1", reply[:MAX_REPLY_CHARS])  # x = {-3, 5}: a set of roots
+    text = latex_to_plain(text).replace("\n", " ")
+    text = re.sub(r"\b(ln|log)\s*\|([^|]{1,200})\|", r"\1(\2)", text)  # ln|x| + C: its derivative is 1/x too
+    named = _NAMED_POINT.match(text)  # (x, y) = (2, -1)
+    if named:
+        names, values = named.group(1).split(","), named.group(2).split(",")
+        if len(names) == len(values):
+            text = ", ".join(f"{n.strip()} = {v.strip()}" for n, v in zip(names, values))
+    reason = _REASON.search(text)
+    if reason and re.search(r"[0-9a-zA-Z]", text[: reason.start()]):
+        text = text[: reason.start()]
+    if _LETTER_DIGIT.search(text):
+        raise AmbiguousReply("a letter right before a digit (x2: x^2 or 2x?)")
+    text = text.replace("~", "=")  # x ≈ 4
+    if thousands:
+        text = re.sub(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,]|\.\d)", lambda m: m.group(0).replace(",", ""), text)
+    if percent:
+        text = re.sub(r"(\d)\s*(?:%|percent\b)", r"\1", text, flags=re.I)
+    text = re.sub(r"(?<=[\w)])\s+(?=[a-zA-Z]\s*=)", ", ", text)  # x=3 y=2
     text = _PREFIX.sub("", text.strip())
     text = _VAR_IS.sub(lambda m: f"{m.group(1)} = ", text)
     text = _NUMBER_WORD.sub(_number_word, text)
+    text = _MINUS.sub("-", text)
     text = _FILLER.sub(" ", text)
     text = re.sub(r"[?!]+", " ", text)
     text = re.sub(r"\.(?!\d)", " ", text)  # sentence periods, not decimal points
@@ -86,8 +117,15 @@ def _items(reply: str) -> list[str]:
     return parts
 
 
-def _value(text: str, *, evaluate: bool = True):
-    return parse_math(text, evaluate=evaluate)
+def _value(text: str, *, evaluate: bool = True, allowed: frozenset[str] | None = None):
+    """``text`` parsed; with ``allowed``, a letter outside it (``4 cm``, ``2y`` for a question
+    in x) makes the reply unreadable rather than wrong."""
+    value = parse_math(text, evaluate=evaluate)
+    if allowed is not None:
+        foreign = {s.name for s in value.free_symbols} - allowed
+        if foreign:
+            raise AmbiguousReply(f"'{sorted(foreign)[0]}' is not a letter of the question")
+    return value
 
 
 def _equal(a, b, *, decimals: int = 0) -> bool | None:
@@ -142,7 +180,7 @@ def check_answer(key: Key, reply: str) -> Verdict:
             if exists:
                 return Verdict("incorrect", "there is an answer: the reply says there is none", ("value",))
             return Verdict("unknown", "the reply says there is no finite answer")
-        items = _items(reply)
+        items = _items(reply, thousands=key.kind == "value", percent=key.form == "percent")
         if not items:
             return Verdict("unknown", "no answer found in the reply")
         if key.kind == "solutions":
@@ -150,12 +188,15 @@ def check_answer(key: Key, reply: str) -> Verdict:
         return _check_value(key, items)
     except MathParseError as exc:
         return Verdict("unknown", f"the reply is not math this engine reads ({exc})")
+    except AmbiguousReply as exc:
+        return Verdict("unknown", f"the reply can be read two ways ({exc})")
     except (TypeError, ValueError, AttributeError, NotImplementedError, RecursionError) as exc:
         return Verdict("unknown", f"could not compare ({type(exc).__name__})")
 
 
 def _check_solutions(key: Key, items: list[str]) -> Verdict:
     names = key.variables
+    allowed = frozenset(s.name for sol in key.solutions for v in sol.values() for s in parse_math(v).free_symbols)
     given: dict[str, list[tuple[str, object]]] = {}
     bare: list[tuple[str, object]] = []
     for item in items:
@@ -164,18 +205,18 @@ def _check_solutions(key: Key, items: list[str]) -> Verdict:
             if len(values) != len(names):
                 return Verdict("unknown", "a point with a different number of coordinates")
             for name, raw in zip(names, values):
-                given.setdefault(name, []).append((raw, _value(raw)))
+                given.setdefault(name, []).append((raw, _value(raw, allowed=allowed)))
             continue
         m = _ASSIGN.match(item)
         if m:
             name, raw = m.group(1), m.group(2)
             if name not in names:
                 return Verdict("unknown", f"the reply gives '{name}', which the question does not ask for")
-            given.setdefault(name, []).append((raw, _value(raw)))
+            given.setdefault(name, []).append((raw, _value(raw, allowed=allowed)))
         elif "=" in item:
             return Verdict("unknown", "an equation instead of a value")
         else:
-            bare.append((item, _value(item)))
+            bare.append((item, _value(item, allowed=allowed)))
     if bare:
         if len(names) == 1:
             given.setdefault(names[0], []).extend(bare)
@@ -252,9 +293,10 @@ def _check_value(key: Key, items: list[str]) -> Verdict:
         return Verdict("unknown", "more than one value in the reply")
     raw = candidates[0]
     expected = parse_math(key.value)
+    allowed = frozenset({s.name for s in expected.free_symbols} | ({key.var} if key.var else set()))
     if key.form == "antiderivative":
         raw_core = _PLUS_C.sub("", raw)
-        value = _value(raw_core)
+        value = _value(raw_core, allowed=allowed | {"x"} if not key.var else allowed)
         x = sympy.Symbol(key.var or "x")
         same = _equal(sympy.diff(value, x), parse_math(key.integrand))
         if same is None:
@@ -263,7 +305,7 @@ def _check_value(key: Key, items: list[str]) -> Verdict:
             return Verdict("incorrect", "its derivative is not the integrand", ("value",))
         note = "" if _PLUS_C.search(raw) else " (remember + C)"
         return Verdict("correct", "a correct antiderivative" + note)
-    value = _value(raw)
+    value = _value(raw, allowed=allowed)
     same = _equal(value, expected, decimals=_decimals(raw))
     if same is None:
         return Verdict("unknown", "could not decide whether the values are equal")
@@ -284,7 +326,7 @@ def _form_problem(key: Key, raw: str) -> str:
         return ""
     written = _value(raw, evaluate=False)
     if key.form == "factored":
-        expected = parse_math(key.value)
+        expected = parse_math(key.value, evaluate=False)  # 3*(2x + 3) stays a product
         if expected.is_Mul or expected.is_Pow:
             if not (written.is_Mul or written.is_Pow):
                 return "the value is right but it is not written as a product of factors"

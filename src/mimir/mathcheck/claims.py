@@ -29,13 +29,16 @@ MAX_CLAIM_TEXT_CHARS = 20_000
 _STRUCK = re.compile(r"~~[^~\n]{0,400}~~")
 _NUM = r"-?\d+(?:\.\d+)?"
 #: A prose claim's value must be a whole number, not the start of an expression ("is 82 + 91 = ...").
-_END_VALUE = r"(?!\d|\.\d|\s*[-+*/^=(\u00d7\u00f7])"
+_END_VALUE = r"(?!\d|\.\d|\s*[-+*/^=(\u00d7\u00f7]|\s+(?:x|times|multiplied\s+by)\s+\(?\d)"
+#: "30 x 120": a spaced x between two numbers is a times sign when x is not the problem's unknown.
+_SPACED_TIMES = re.compile(r"(?<=[\d)])\s+x\s+(?=\(?\d)")
 _PROSE = [
     (re.compile(r"\b(?:the\s+)?(?:average|mean)\s+of\s+(?P<nums>" + _NUM + r"(?:\s*(?:,\s*and|,|and)\s*" + _NUM + r")+)\s+(?:is|equals|=|would\s+be)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "average"),
     (re.compile(r"\b(?:the\s+)?sum\s+of\s+(?P<nums>" + _NUM + r"(?:\s*(?:,\s*and|,|and)\s*" + _NUM + r")+)\s+(?:is|equals|=)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "sum"),
     (re.compile(r"(?P<a>" + _NUM + r")\s*(?:%|percent)\s+of\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "percent"),
     (re.compile(r"(?P<a>" + _NUM + r")\s+(?P<op>plus|minus|times|multiplied\s+by|divided\s+by)\s+(?P<b>" + _NUM + r")\s+(?:is|equals|=|makes)\s+(?P<rhs>" + _NUM + r")" + _END_VALUE, re.I), "words"),
 ]
+_DENIED = re.compile(r"[\s*_]*(?:is\s+not|isn'?t|is\s+wrong|is\s+false|does\s*n[o']?t\s+(?:hold|work))\b", re.I)
 _OPS = {"plus": "+", "minus": "-", "times": "*", "multiplied by": "*", "divided by": "/"}
 
 
@@ -78,19 +81,30 @@ def _mask_struck(text: str) -> str:
     return _STRUCK.sub(lambda m: " " * len(m.group(0)), text)
 
 
-def check_claims(text: str, solutions: list[dict[str, str]] | None = None, hide: list[dict[str, str]] | None = None) -> ClaimReport:
+def check_claims(text: str, solutions: list[dict[str, str]] | None = None, hide: list[dict[str, str]] | None = None,
+                 identity: str | None = None) -> ClaimReport:
     """Check and correct the equalities in ``text``. ``solutions``: the turn's verified
-    solutions (variables -> values); ``hide``: final answers to mask."""
+    solutions (variables -> values); ``hide``: final answers to mask; ``identity``: the
+    expression of a simplify/expand/factor problem, so ``x^2 + 7x + 12 = (x + 4)(x + 9)``
+    (one side equal to it, the other not) is a false step."""
     text = text[:MAX_CLAIM_TEXT_CHARS]
     report = ClaimReport(text)
     edits: list[tuple[int, int, str]] = []
     sols = [{sympy.Symbol(k): parse_math(v) for k, v in sol.items()} for sol in (solutions or [])]
     hidden = [{k: parse_math(v) for k, v in sol.items()} for sol in (hide or [])]
+    ident = parse_math(identity) if identity else None
+    x_is_unknown = any("x" in sol for sol in (solutions or [])) or (ident is not None and sympy.Symbol("x") in ident.free_symbols)
     masked = _mask_struck(text)
     for claim in equalities(masked):
+        if _DENIED.match(masked, claim.right_end):
+            continue  # "x = 2 is not a solution" says the equality is false: that is true
         left, right = _balanced(claim.left), _balanced(claim.right)
         try:
-            lv, rv = parse_math(left), parse_math(right)
+            if not x_is_unknown:
+                left_read, right_read = _SPACED_TIMES.sub(" * ", left), _SPACED_TIMES.sub(" * ", right)
+            else:
+                left_read, right_read = left, right
+            lv, rv = parse_math(left_read), parse_math(right_read)
         except MathParseError:
             continue
         except (TypeError, ValueError, RecursionError, OverflowError):
@@ -132,6 +146,17 @@ def check_claims(text: str, solutions: list[dict[str, str]] | None = None, hide:
                 end = claim.right_start + claim.right.find(right) + len(right)
                 edits.append((start, end, f"~~{text[start:end]}~~"))
                 report.corrections.append(f"step: {left} = {right}")
+            continue
+        # Both sides in the variable: "x^2 + 7x + 12 = 0" is an equation to solve, not a rewriting.
+        if ident is not None and lv.free_symbols and rv.free_symbols and symbols <= ident.free_symbols \
+                and not _same_function(lv, rv):
+            if _same_function(lv, ident) or _same_function(rv, ident):
+                report.checked += 1
+                report.false += 1
+                start = claim.left_start + claim.left.find(left)
+                end = claim.right_start + claim.right.find(right) + len(right)
+                edits.append((start, end, f"~~{text[start:end]}~~"))
+                report.corrections.append(f"step: {left} = {right}")
     for rx, kind in _PROSE:
         for m in rx.finditer(masked):
             rhs = m.group("rhs")
@@ -157,6 +182,23 @@ def check_claims(text: str, solutions: list[dict[str, str]] | None = None, hide:
                 report.corrections.append(f"{what} is {good}, not {rhs}")
     report.text = _apply(text, edits)
     return report
+
+
+def _same_function(a, b) -> bool:
+    """Whether two expressions agree at a few rational points (a wrong identity differs at
+    almost every point; agreeing at all of them is taken as equal)."""
+    symbols = sorted((a - b).free_symbols, key=lambda s: s.name)
+    for i, point in enumerate(((sympy.Rational(37, 11), sympy.Rational(-53, 7), sympy.Rational(71, 13)))):
+        values = {s: point + j for j, s in enumerate(symbols)}
+        try:
+            gap = complex(sympy.N((a - b).subs(values), 20))
+        except (TypeError, ValueError, ZeroDivisionError):
+            return True  # cannot tell: never call it false
+        if abs(gap) > 1e-9:
+            return False
+        if not symbols and i == 0:
+            return True
+    return True
 
 
 def _is_zero(value) -> bool:

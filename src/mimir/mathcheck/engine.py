@@ -75,8 +75,16 @@ def analyze(request: dict) -> dict:
 
 def claims(request: dict) -> dict:
     """Check the equalities of ``text``; see :func:`mimir.mathcheck.claims.check_claims`."""
-    report = check_claims(str(request.get("text", "")), request.get("solutions"), request.get("hide"))
+    report = check_claims(str(request.get("text", "")), request.get("solutions"), request.get("hide"),
+                          identity_of(request.get("key")))
     return report.as_dict()
+
+
+def identity_of(key: dict | None) -> str | None:
+    """For a simplify/expand/factor key: the expression every rewriting must stay equal to."""
+    if key and key.get("kind") == "value" and key.get("skill") in ("simplify", "expand", "factor"):
+        return str(key.get("value") or "") or None
+    return None
 
 
 def audit(request: dict) -> dict:
@@ -87,7 +95,7 @@ def audit(request: dict) -> dict:
     )
     key = solve(problem) if problem is not None else None
     solutions = key.solutions if key is not None and key.kind == "solutions" else []
-    report = check_claims(str(request.get("text", "")), solutions)
+    report = check_claims(str(request.get("text", "")), solutions, identity=identity_of(key.as_dict() if key else None))
     return {"false": report.false, "checked": report.checked, "corrections": report.corrections}
 
 

@@ -10,6 +10,11 @@ input is capped before it gets here.
 
 from __future__ import annotations
 
+import re
+
+#: A written fraction next to a division sign is one number: "5/6 ÷ 1/3" is (5/6)/(1/3).
+_SIMPLE_FRACTION = re.compile(r"(?<![\w.)/^])(\d+(?:\.\d+)?\s*/\s*\d+(?:\.\d+)?)(?![\w.(/^])")
+
 _SIMPLE = {
     "cdot": "*", "times": "*", "div": "/", "pi": "pi", "infty": "oo", "ln": "ln", "log": "log",
     "sin": "sin", "cos": "cos", "tan": "tan", "sec": "sec", "csc": "csc", "cot": "cot", "exp": "exp",
@@ -71,6 +76,8 @@ def _script(text: str, i: int) -> tuple[str | None, str | None, int]:
 def latex_to_plain(text: str) -> str:
     """Plain math text from LaTeX and Unicode math; unknown commands are kept (and rejected
     later by the parser)."""
+    if "\u00f7" in text or "\\div" in text:
+        text = _SIMPLE_FRACTION.sub(r"(\1)", text)
     for sym, plain in _UNICODE.items():
         if sym in text:
             text = text.replace(sym, plain)

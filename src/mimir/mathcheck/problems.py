@@ -105,6 +105,15 @@ _LIMIT = re.compile(
 )
 _TRANSFORM = re.compile(r"\b(?P<verb>simplify|expand|factori[sz]e|factor)\b\s*(?::\s*)?(?P<expr>.+?)" + _END, re.I)
 _PERCENT = re.compile(r"(?P<p>\d+(?:\.\d+)?)\s*(?:%|percent)\s*of\s+(?P<n>\d+(?:\.\d+)?)", re.I)
+#: "What percentage of 50 is 10?", "10 is what percent of 50?", "Express 10 as a percentage of 50".
+_PERCENT_OF = re.compile(
+    r"\bwhat\s+(?:percent(?:age)?|%)\s+of\s+(?P<n>\d+(?:\.\d+)?)\s+is\s+(?P<a>\d+(?:\.\d+)?)"
+    r"|(?P<a2>\d+(?:\.\d+)?)\s+is\s+what\s+(?:percent(?:age)?|%)\s+of\s+(?P<n2>\d+(?:\.\d+)?)"
+    r"|\bexpress\s+(?P<a3>\d+(?:\.\d+)?)\s+as\s+a\s+percent(?:age)?\s+of\s+(?P<n3>\d+(?:\.\d+)?)",
+    re.I,
+)
+#: "What is 1/3 of 27?": a fraction of a quantity.
+_FRACTION_OF = re.compile(r"(?<![\d.])(?P<f>\d+\s*/\s*\d+)\s+of\s+(?P<n>\d+(?:\.\d+)?)(?![\d.]*\s*[a-z(])", re.I)
 _AVERAGE = re.compile(
     r"\b(?:average|mean)\s+of\s+(?:the\s+numbers\s+)?(?P<nums>[-\d.]+(?:\s*(?:,|and|,\s*and)\s*[-\d.]+)+)", re.I
 )
@@ -166,6 +175,15 @@ def _problem_in(text: str) -> Problem | None:
     equations = _equations(text)
     if equations:
         return equations
+    m = _PERCENT_OF.search(text)
+    if m:
+        part = m.group("a") or m.group("a2") or m.group("a3")
+        whole = m.group("n") or m.group("n2") or m.group("n3")
+        if float(whole) != 0:
+            return Problem("percentages", (f"{part}/{whole}*100",), var="percent")
+    m = _FRACTION_OF.search(text)
+    if m:
+        return Problem("fractions", (f"({m.group('f')})*{m.group('n')}",), var="fraction_of")
     m = _PERCENT.search(text)
     if m:
         return Problem("percentages", (f"{m.group('p')}/100*{m.group('n')}",))
@@ -337,6 +355,15 @@ def _solve_arith(problem: Problem) -> Key | None:
     if expr.free_symbols:
         return None
     value = sympy.nsimplify(sympy.simplify(expr))
+    if problem.var == "percent":
+        part, whole = problem.exprs[0].removesuffix("*100").split("/")
+        return _value_key(problem, f"What percentage of {whole} is {part}?", value,
+                          [f"Write {part} as a fraction of {whole}: {part}/{whole}.", "Multiply that fraction by 100 to get a percentage."],
+                          form="percent")
+    if problem.var == "fraction_of":
+        frac, n = problem.exprs[0][1:].split(")*")
+        return _value_key(problem, f"What is {frac} of {n}?", value,
+                          [f"'{frac} of {n}' means {frac} times {n}.", f"Divide {n} by the denominator, then multiply by the numerator."])
     if problem.skill == "percentages":
         p, n = problem.exprs[0].split("/100*")
         return _value_key(problem, f"What is {p}% of {n}?", value,

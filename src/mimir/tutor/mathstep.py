@@ -178,7 +178,8 @@ class MathStep:
         """``text`` with its false equalities corrected, and what was corrected."""
         if self.worker is None or not _CLAIM_HINT.search(text):
             return text, []
-        request: dict[str, Any] = {"text": text, "solutions": notes.solutions() if notes else []}
+        request: dict[str, Any] = {"text": text, "solutions": notes.solutions() if notes else [],
+                                   "key": notes.key if notes else None}
         if notes is not None and notes.guiding and notes.verdict_name != "correct":
             request["hide"] = notes.solutions()
         try:
