@@ -306,3 +306,13 @@ def test_bad_engine_options_are_config_errors_naming_the_key(options, key):
     with pytest.raises(ConfigError) as caught:
         LlamaServerBackend().validate(replace(bundled_model_spec(), options=options))
     assert caught.value.key == f"models.{bundled_model_spec().id}.options.{key}"
+
+
+def test_ignore_eos_generates_exactly_max_tokens(model):
+    """``GenerationParams.ignore_eos`` (benchmarks compare fixed answer lengths): a short
+    answer ends early without it and runs to ``max_tokens`` with it."""
+    messages = [ChatMessage("user", "Reply with the single word: yes")]
+    short = model.chat(messages, GenerationParams(max_tokens=60, temperature=0))
+    forced = model.chat(messages, GenerationParams(max_tokens=60, temperature=0, ignore_eos=True))
+    assert short.tokens_out < 60
+    assert forced.tokens_out == 60

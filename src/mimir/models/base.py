@@ -45,6 +45,9 @@ class GenerationParams:
     repeat_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    #: Generate ``max_tokens`` tokens even past the end-of-text token (benchmarks that need a
+    #: fixed answer length; llama.cpp only, other backends ignore it).
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)

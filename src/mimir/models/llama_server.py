@@ -92,7 +92,8 @@ DEFAULT_PARALLEL = 4
 DEFAULT_CACHE_REUSE = 64
 #: Sampling fields of :class:`GenerationParams` passed to the engine when present and set
 #: (repetition penalties and friends; llama.cpp's server names them the same).
-PASSTHROUGH_PARAMS = ("repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty", "top_k", "min_p")
+PASSTHROUGH_PARAMS = ("repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty", "top_k", "min_p",
+                      "ignore_eos")
 
 
 def _xllamacpp():

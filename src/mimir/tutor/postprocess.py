@@ -213,7 +213,8 @@ def _copies(keys: list[str], i: int, n: int) -> int:
 def collapse_loops(words: list[str]) -> list[str]:
     """Collapse a word sequence repeated back to back: 3+ copies for 1-3 words, 2+ copies
     for longer sequences (up to 30 words)."""
-    keys = [w.lower().strip(_KEY_PUNCT) for w in words]
+    distinct = {word: word.lower().strip(_KEY_PUNCT) for word in set(words)}  # a loop repeats words
+    keys = list(map(distinct.__getitem__, words))
     i = 0
     while i < len(words):
         collapsed = False
@@ -320,10 +321,14 @@ def _dedup_line(line: str, seen: _SeenSentences) -> tuple[str | None, str | None
     marker = _LIST_MARKER.match(line)
     prefix = marker.group(0) if marker else line[: len(line) - len(line.lstrip())]
     body = line[len(prefix) :].strip()
+    sentences = _SENTENCE_SPLIT.split(body)
+    if "\x00" not in body and max(map(len, sentences)) < _MIN_DEDUP_CHARS // 2:
+        joined = prefix + " ".join(sentences)  # all too short to compare (one C pass to know)
+        return joined, joined
     kept: list[str] = []
     short: list[str] = []  # the sentences never compared
     stable = True
-    for sentence in _SENTENCE_SPLIT.split(body):
+    for sentence in sentences:
         if len(sentence) < _MIN_DEDUP_CHARS // 2 and "\x00" not in sentence:
             kept.append(sentence)  # its key is too short to dedup (lower() at most doubles)
             short.append(sentence)
