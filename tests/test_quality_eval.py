@@ -18,6 +18,7 @@ from mimir.tutor.quality import leaked, load_quality_cases, parse_quality_case
 SHIPPED = Path(str(resources.files("mimir").joinpath("data", "quality_cases.jsonl")))
 HOLDOUT = Path(str(resources.files("mimir").joinpath("data", "quality_holdout.jsonl")))
 HOLDOUT2 = Path(str(resources.files("mimir").joinpath("data", "quality_holdout2.jsonl")))
+HOLDOUT3 = Path(str(resources.files("mimir").joinpath("data", "quality_holdout3.jsonl")))
 
 
 def mimir(*args: str, config: Path | None = None, timeout: float = 900):
@@ -47,23 +48,39 @@ def test_shipped_case_sets_cover_every_skill_with_enough_cases():
         assert word in held_questions, word
 
 
-def test_second_held_back_set_is_new_and_covers_every_skill():
-    held = load_quality_cases(HOLDOUT2)
+def _held_back_set(path: Path, earlier: list[Path], verdicts_min: int, responses_min: int, words: tuple[str, ...]):
+    """A held-back set parses, has enough cases of each kind, covers every skill and copies no
+    question or response message from the sets written before it. Returns its verdict cases."""
+    held = load_quality_cases(path)
     verdicts = [c for c in held if c.kind == "verdict"]
     responses = [c for c in held if c.kind == "response"]
-    assert len(verdicts) >= 60 and len(responses) >= 12
+    assert len(verdicts) >= verdicts_min and len(responses) >= responses_min
     assert {c.expect["verdict"] for c in verdicts} == {"correct", "incorrect", "unknown"}
     questions = " ".join(c.history[-1].content.lower() for c in verdicts if c.history)
-    for word in ("solve", "system", "x^2", "derivative", "differentiate", "integra", "from", "\\int", "limit",
-                 "simplify", "expand", "factor", "%", "percent", "/", "average", "practice question"):
+    for word in words:
         assert word in questions, word
-    assert any(len(c.history) > 1 for c in verdicts)  # a practice question after the student's request
     assert any(c.history and "practice question" in c.history[-1].content.lower() for c in responses)
     # New wording: no question or response message is copied from the earlier sets.
-    earlier = load_quality_cases(SHIPPED) + load_quality_cases(HOLDOUT)
-    seen = {c.history[-1].content for c in earlier if c.history} | {c.message for c in earlier if c.kind == "response"}
+    before = [case for file in earlier for case in load_quality_cases(file)]
+    seen = {c.history[-1].content for c in before if c.history} | {c.message for c in before if c.kind == "response"}
     assert not [c for c in held if (c.history and c.history[-1].content in seen)
                 or (c.kind == "response" and c.message in seen)]
+    return verdicts
+
+
+def test_second_held_back_set_is_new_and_covers_every_skill():
+    verdicts = _held_back_set(HOLDOUT2, [SHIPPED, HOLDOUT], 60, 12, (
+        "solve", "system", "x^2", "derivative", "differentiate", "integra", "from", "\\int", "limit",
+        "simplify", "expand", "factor", "%", "percent", "/", "average", "practice question"))
+    assert any(len(c.history) > 1 for c in verdicts)  # a practice question after the student's request
+
+
+def test_third_held_back_set_is_new_and_covers_every_skill():
+    verdicts = _held_back_set(HOLDOUT3, [SHIPPED, HOLDOUT, HOLDOUT2], 100, 10, (
+        "solve", "system", "simultaneously", "x^2", "derivative", "differentiate", "d/dx", "integra",
+        "antiderivative", "from", "\\int", "limit", "\\lim", "simplify", "expand", "factor", "%", "percent",
+        "÷", "×", "/", "mean", "practice question"))
+    assert any(len(c.history) > 2 for c in verdicts)  # a retry after a hint, several turns in
 
 
 def test_leaks_compare_without_whitespace_and_respect_number_ends():
