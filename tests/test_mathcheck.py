@@ -300,3 +300,17 @@ def test_found_by_the_second_blind_held_back_run():
     assert verdict(shirt, "$30") == "correct" and verdict(shirt, "$10") == "incorrect"
     assert verdict("The population of 2000 decreased by 10 percent. What is it now?", "1800") == "correct"
     assert find_problem("What is 25% of 80?").var is None  # still a plain percentage of a number
+
+
+def test_found_by_the_third_blind_held_back_run():
+    # Reported as found: the third held-back figure stays the blind one (docs/math.md).
+    # "Find f'(x) if f(x) = ..." (the question first, the function after it) was not recognised.
+    question = "Find f'(x) if f(x) = (2x + 1)^4."
+    assert verdict(question, "8(2x + 1)^3") == "correct"
+    assert verdict(question, "f'(x) = 64x^3 + 96x^2 + 48x + 8") == "correct"
+    assert verdict(question, "4(2x + 1)^3") == "incorrect"
+    assert verdict("What is dy/dx when y = x^3 - 5x?", "3x^2 - 5") == "correct"
+    assert verdict("What is dy/dx when y = x^3 - 5x?", "3x^2") == "incorrect"
+    assert verdict("Find g'(t) given that g(t) = t^2 sin(t).", "2t sin(t) + t^2 cos(t)") == "correct"
+    assert find_problem("Find f'(x) if f(x) = (2x + 1)^4.").skill == "derivative"
+    assert find_problem("Find x if 2x + 1 = 7.").skill != "derivative"  # not a derivative question

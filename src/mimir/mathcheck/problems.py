@@ -93,6 +93,12 @@ _DERIV_DEF = re.compile(
     r"(?:find|what is|what's|compute|calculate|work out|give)\s+(?:the\s+)?(?:f'|g'|y'|dy/dx|derivative)",
     re.I,
 )
+# The question first, the function after it: "Find f'(x) if f(x) = ...", "What is dy/dx when y = ...".
+_DERIV_ASK = re.compile(
+    r"\b(?:find|what is|what's|compute|calculate|work out|give)\s+(?:the\s+)?(?:f'|g'|h'|y'|dy/dx)(?:\s*\(\s*[a-z]\s*\))?"
+    r"\s*,?\s*(?:if|when|where|given(?:\s+that)?|for)\s+(?:f|g|h|y)\s*(?:\(\s*(?P<v>[a-z])\s*\))?\s*=\s*(?P<expr>.+?)" + _END,
+    re.I,
+)
 _INTEGRAL = re.compile(
     r"\b(?:integrate|integral(?:\s+of)?|antiderivative(?:\s+of)?)\s+(?P<expr>.+?)" + _END
     + r"(?:\s*d(?P<v>[a-z])\b)?(?:\s*(?:,\s*)?from\s+(?P<a>[-+]?[\w.()/^*]+)\s+to\s+(?P<b>[-+]?[\w.()/^*]+?))?(?=\s*(?:[?,;!]|\.(?:\s|$)|$|\s))",
@@ -165,6 +171,9 @@ def _ok(expr: str) -> bool:
 
 def _problem_in(text: str) -> Problem | None:
     m = _DERIV_DEF.search(text)
+    if m and _ok(m.group("expr")):
+        return Problem("derivative", (m.group("expr").strip(),), var=m.group("v"))
+    m = _DERIV_ASK.search(text)
     if m and _ok(m.group("expr")):
         return Problem("derivative", (m.group("expr").strip(),), var=m.group("v"))
     m = _DERIV.search(text)
