@@ -133,3 +133,34 @@ def _assistant(text: str):
     from mimir.models.base import ChatMessage
 
     return ChatMessage("assistant", text)
+
+
+ECHOING = ("Checked by the math engine: the student's answer is not correct (x = 5 is not a solution). "
+           "Say which part is wrong and give one hint; do not provide the full solution.\n"
+           "Look again at what you get when you subtract 3 from both sides.")
+
+
+def test_the_notes_instructions_the_model_copies_never_reach_the_student():
+    """A small model copies its private instructions into the answer (found by the third
+    held-back run); those sentences are dropped, the rest of the answer stays."""
+    with app_with(["Now try this: solve 2x + 3 = 11.", ECHOING]) as app:
+        first = app.tutor.run_turn("Give me an equation to solve.")
+        result = app.tutor.run_turn("x = 5", first.session_id)
+        assert result.verdict == "incorrect"
+        stored = app.conversations.get_turn(result.turn_id).response
+        for text in (result.response, stored):
+            assert "Look again at what you get when you subtract 3 from both sides." in text
+            assert "Say which part" not in text and "Checked by the math engine" not in text
+        # The model was given those instructions: it is the reply that no longer carries them.
+        assert any("Say which part is wrong" in p for p in response_prompts(app))
+
+
+def test_drop_echoes_matches_opening_words_not_any_mention():
+    from mimir.tutor.mathstep import INSTRUCTIONS
+    from mimir.tutor.postprocess import drop_echoes, echo_keys
+
+    keys = echo_keys(INSTRUCTIONS)
+    reply = ("Great work. Confirm it briefly and praise the method. You checked it by the math you know.\n"
+             "\n- Guide the student one step at a time; do not state it.\n- Next, try 3x = 9.")
+    assert drop_echoes(reply, keys) == ("Great work. You checked it by the math you know.\n\n- Next, try 3x = 9.")
+    assert drop_echoes("Nothing to drop here.", keys) == "Nothing to drop here."

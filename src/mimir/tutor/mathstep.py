@@ -39,6 +39,21 @@ _TRIGGER = re.compile(r"[0-9=$\\]")
 MAX_HELD_CHARS = 600
 
 
+#: The instructions the private notes give the response model. A small model sometimes copies
+#: them into its answer; the pipeline drops sentences that begin like one of these
+#: (:func:`mimir.tutor.postprocess.drop_echoes`), so a student never reads them. (Content meant
+#: for the student, the hint and the practice question, is not among them.)
+CHECKED = "Checked by the math engine:"
+CONFIRM = "Confirm it briefly and praise the method."
+POINT_AT_MISTAKE = "Say which part is wrong and give one hint; do not give the full solution."
+HINT_ASKED = "The student asked for a hint. Give exactly this hint and nothing more:"
+ASK_PRACTICE = "Ask the student this practice question, exactly as written, and do not answer it:"
+GUIDE = "Guide the student one step at a time; do not state the final answer."
+NOTES_HEADER = "Private notes for the tutor (never quote them):"
+INSTRUCTIONS = (CHECKED, CONFIRM, POINT_AT_MISTAKE, HINT_ASKED, "Give exactly this hint and nothing more:",
+                ASK_PRACTICE, GUIDE, NOTES_HEADER)
+
+
 @dataclass
 class MathNotes:
     """What the math step found for one turn (JSON-able parts come from the worker)."""
@@ -131,25 +146,22 @@ class MathStep:
         lines: list[str] = []
         verdict = notes.verdict_name
         if notes.hint:
-            lines.append(f"The student asked for a hint. Give exactly this hint and nothing more: {notes.hint}")
+            lines.append(f"{HINT_ASKED} {notes.hint}")
         elif verdict == "correct":
-            lines.append("Checked by the math engine: the student's answer is correct. Confirm it briefly and praise the method.")
+            lines.append(f"{CHECKED} the student's answer is correct. {CONFIRM}")
         elif verdict == "incorrect":
             detail = notes.verdict.get("detail", "")
-            lines.append(
-                f"Checked by the math engine: the student's answer is not correct ({detail}). Say which part is wrong "
-                "and give one hint; do not give the full solution."
-            )
+            lines.append(f"{CHECKED} the student's answer is not correct ({detail}). {POINT_AT_MISTAKE}")
             hints = (notes.key or {}).get("hints") or []
             if hints:
                 lines.append(f"A useful hint: {hints[0]}")
         if notes.practice is not None:
-            lines.append(f"Ask the student this practice question, exactly as written, and do not answer it: {notes.practice['question']}")
+            lines.append(f"{ASK_PRACTICE} {notes.practice['question']}")
         elif notes.key is not None and verdict is None and not notes.hint:
             hints = notes.key.get("hints") or []
             if notes.guiding:
                 if hints:
-                    lines.append(f"Verified first step for the student: {hints[0]} Guide the student one step at a time; do not state the final answer.")
+                    lines.append(f"Verified first step for the student: {hints[0]} {GUIDE}")
             else:
                 lines.append(f"Verified by the math engine: {notes.key.get('statement')}: the answer is {_answer_text(notes.key)}. Use exactly this result.")
         return "\n".join(lines)

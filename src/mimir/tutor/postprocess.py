@@ -14,6 +14,7 @@ their content is never changed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from mimir.tutor.text import TRAILING_SPACE
 
@@ -427,3 +428,42 @@ def clean_response(text: str, truncated: bool = False) -> str:
     held = TRAILING_SPACE.sub("\n", held)
     held = re.sub(r"\n{3,}", "\n\n", held).strip()
     return _restore_latex(held, spans)
+
+
+#: How many opening words of a sentence identify it as a copy of an instruction.
+_ECHO_WORDS = 5
+
+
+def echo_keys(instructions: Iterable[str]) -> frozenset[tuple[str, ...]]:
+    """The opening words (up to :data:`_ECHO_WORDS`, lower case, punctuation dropped) of each
+    instruction the response model is given; :func:`drop_echoes` matches sentences on them."""
+    keys = set()
+    for instruction in instructions:
+        words = tuple(_KEY_WORD.findall(instruction.lower())[:_ECHO_WORDS])
+        if len(words) >= 4:  # shorter openings are ordinary prose
+            keys.add(words)
+    return frozenset(keys)
+
+
+def drop_echoes(text: str, keys: frozenset[tuple[str, ...]]) -> str:
+    """Drop the sentences that begin like one of the model's own instructions (``keys`` from
+    :func:`echo_keys`). A small model copies its private notes into the answer ("Say which part
+    is wrong and give one hint; do not provide the full solution."); the student must not read
+    them. Linear: each sentence is looked up by its first words."""
+    if not keys or not text:
+        return text
+    lengths = {len(k) for k in keys}
+    out: list[str] = []
+    changed = False
+    for line in text.split("\n"):
+        sentences = _SENTENCE_SPLIT.split(line)
+        kept = []
+        for sentence in sentences:
+            words = tuple(_KEY_WORD.findall(sentence[:200].lower()))
+            if any(words[:n] in keys for n in lengths if len(words) >= n):
+                changed = True
+                continue
+            kept.append(sentence)
+        if kept or not line.strip():
+            out.append(" ".join(kept) if len(kept) != len(sentences) else line)
+    return "\n".join(out).strip() if changed else text
