@@ -409,3 +409,47 @@ def test_a_turn_postgres_cannot_take_is_spooled_and_stored_at_the_next_start(pos
         [turn] = again.conversations.turns(sid)
         assert turn.id == result.turn_id and turn.response == result.response
         assert result.turn_id in TelemetryStore(again.db).turn_instances([result.turn_id])
+
+
+def test_a_connection_terminated_by_the_server_is_retried(postgres_url):
+    """A backend ended by the server (``pg_terminate_backend``, as a restart or an admin does:
+    SQLSTATE 57P01) is a lost connection: the transaction runs again on a new one. The
+    driver can report it before it marks the connection broken; it is classified by SQLSTATE."""
+    import psycopg
+
+    with Database.open(postgres_url) as db:
+        runs = []
+
+        def work(conn):
+            runs.append(len(runs))
+            if len(runs) == 1:
+                pid = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+                info = StorageTarget.parse(postgres_url).conninfo()
+                with psycopg.connect(info["conninfo"], password=info.get("password"), autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            return conn.execute("SELECT 41 + 1 AS answer").fetchone()["answer"]
+
+        assert db.transact(work) == 42
+        assert runs == [0, 1]
+
+
+def test_the_servers_own_session_end_codes_count_as_a_lost_connection(postgres_url):
+    """psycopg can raise AdminShutdown (57P01) before it marks the connection broken (seen in
+    a full run during a server restart); by its SQLSTATE it is still a lost connection, so
+    the transaction is retried instead of failing the turn."""
+    import psycopg
+
+    from mimir.storage.dialect import Connection, ConnectionLost
+
+    info = StorageTarget.parse(postgres_url).conninfo()
+    with psycopg.connect(info["conninfo"], password=info.get("password")) as raw:
+        assert not raw.broken and not raw.closed
+        conn = Connection(raw, "postgresql", "test", lost=(psycopg.OperationalError,))
+
+        def fail(exc):
+            raise exc
+
+        with pytest.raises(ConnectionLost):
+            conn._guarded(fail, psycopg.errors.AdminShutdown("terminating connection due to administrator command"))
+        with pytest.raises(psycopg.errors.QueryCanceled):  # 57014: this statement only, the session lives
+            conn._guarded(fail, psycopg.errors.QueryCanceled("canceling statement due to statement timeout"))

@@ -149,8 +149,23 @@ class Connection:
             raise
 
     def _raise_if_lost(self, exc: BaseException) -> None:
-        if self.raw.broken or self.raw.closed:  # psycopg: the session is gone, not just this statement
+        # psycopg: the session is gone, not just this statement. The server says so before the
+        # driver notices the closed socket (a restart or pg_terminate_backend ends the session
+        # with SQLSTATE 57P01..57P03), so the code counts as much as the driver's flags.
+        if self.raw.broken or self.raw.closed or session_ended(exc):
             raise ConnectionLost(self.label, f"the connection was lost ({first_line(exc)})") from None
+
+
+#: SQLSTATEs with which a PostgreSQL server ends the session itself: a connection exception
+#: (class 08) or an operator intervention that terminates it (admin or crash shutdown, and
+#: "cannot connect now" while the server starts).
+SESSION_ENDED_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def session_ended(exc: BaseException) -> bool:
+    """Whether a driver error means the server ended the session (see :data:`SESSION_ENDED_SQLSTATES`)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state.startswith(SESSION_ENDED_SQLSTATES)
 
 
 def first_line(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from mimir.errors import MissingExtraError, StorageError
 from mimir.storage.db import Database, SlotLease
-from mimir.storage.dialect import Connection, ConnectionLost, first_line as _first_line, row_factory
+from mimir.storage.dialect import Connection, ConnectionLost, first_line as _first_line, row_factory, session_ended
 from mimir.storage.url import StorageTarget
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class PostgresDatabase(Database):
                 raw.commit()
             except self._psycopg.Error as exc:
                 self._rollback(raw)
-                if raw.broken or raw.closed:
+                if raw.broken or raw.closed or session_ended(exc):
                     raise ConnectionLost(self.label, f"the connection was lost at commit ({_first_line(exc)})") from None
                 raise StorageError(self.label, self._explain(exc)) from None
         finally:
