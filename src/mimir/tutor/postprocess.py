@@ -13,6 +13,7 @@ their content is never changed.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -445,6 +446,14 @@ def echo_keys(instructions: Iterable[str]) -> frozenset[tuple[str, ...]]:
     return frozenset(keys)
 
 
+@functools.lru_cache(maxsize=8)
+def _echo_pattern(keys: frozenset[tuple[str, ...]]) -> re.Pattern[str]:
+    """Where a sentence could open with one of ``keys``: the words in order with anything but
+    letters and digits between them (possessive, so a long gap is scanned once)."""
+    alternatives = sorted("[^a-z0-9]++".join(map(re.escape, words)) for words in keys)
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alternatives) + ")", re.I)
+
+
 def drop_echoes(text: str, keys: frozenset[tuple[str, ...]]) -> str:
     """Drop the sentences that begin like one of the model's own instructions (``keys`` from
     :func:`echo_keys`). A small model copies its private notes into the answer ("Say which part
@@ -452,10 +461,16 @@ def drop_echoes(text: str, keys: frozenset[tuple[str, ...]]) -> str:
     them. Linear: each sentence is looked up by its first words."""
     if not keys or not text:
         return text
+    opening = _echo_pattern(keys)
+    if not opening.search(text):  # one scan in C: most replies copy nothing
+        return text
     lengths = {len(k) for k in keys}
     out: list[str] = []
     changed = False
     for line in text.split("\n"):
+        if not opening.search(line):
+            out.append(line)
+            continue
         sentences = _SENTENCE_SPLIT.split(line)
         kept = []
         for sentence in sentences:
