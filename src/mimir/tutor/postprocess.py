@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from mimir.tutor.text import TRAILING_SPACE
 
@@ -155,37 +155,30 @@ def _holes(text: str) -> list[str] | None:
     return None
 
 
-def _restore_latex(text: str, spans: list[str]) -> str:
+def _fill_holes(text: str, fill: Callable[[str], str]) -> str:
+    """Each hole of :func:`_protect_latex` replaced by ``fill(index digits)``, worked out once
+    per distinct hole (one split and join when the NULs are all holes)."""
     parts = _holes(text)
     if parts is None:
-        return _HOLE_RX.sub(lambda m: spans[int(m.group(1))], text)
+        return _HOLE_RX.sub(lambda m: fill(m.group(1)), text)
     numbers = parts[1::2]
-    found = {number: spans[int(number)] for number in set(numbers)}
-    parts[1::2] = map(found.__getitem__, numbers)
+    filled = {number: fill(number) for number in set(numbers)}
+    parts[1::2] = map(filled.__getitem__, numbers)
     return "".join(parts)
+
+
+def _restore_latex(text: str, spans: list[str]) -> str:
+    return _fill_holes(text, lambda number: spans[int(number)])
 
 
 def _with_math_markers(text: str) -> str:
     """Each hole replaced by ``<mathN>``, so a sentence's key tells its formulas apart."""
-    parts = _holes(text)
-    if parts is None:
-        return _HOLE_RX.sub(_math_marker, text)
-    numbers = parts[1::2]
-    markers = {number: _MATH_MARKER.format(number) for number in set(numbers)}
-    parts[1::2] = map(markers.__getitem__, numbers)
-    return "".join(parts)
+    return _fill_holes(text, "<math{}>".format)
 
 
 #: Markdown characters a sentence's key leaves out (deleted in one C pass by ``str.translate``).
 _MARKUP = str.maketrans("", "", "*_#`>")
 _ONLY_MATH = re.compile(r"(?:<math\d+>\s*)+")
-
-
-_MATH_MARKER = "<math{}>"
-
-
-def _math_marker(match: re.Match[str]) -> str:
-    return _MATH_MARKER.format(match.group(1))
 
 
 def _sentence_key(sentence: str) -> str:
