@@ -13,9 +13,7 @@ from collections.abc import Callable
 from mimir.errors import InvalidInputError
 from mimir.models.base import ChatMessage
 from mimir.tutor import graph, postprocess, rules, text
-from mimir.tutor.mathstep import INSTRUCTIONS
-
-_ECHO_KEYS = postprocess.echo_keys(INSTRUCTIONS)
+from mimir.tutor.mathstep import ECHOES
 
 ATOMS: tuple[str, ...] = (
     "\n", " ", "\t", "a", "A", "1", "1.", "1,", "1,000", ".", "-", "a-", "a'", "a.", "a 1 ", "a: 1, ",
@@ -70,7 +68,7 @@ TEXT_FUNCTIONS: dict[str, Callable[[str], object]] = {
     "postprocess.remove_repetition": postprocess.remove_repetition,
     "postprocess.trim_cut_off": postprocess.trim_cut_off,
     "postprocess.collapse_loops": lambda s: postprocess.collapse_loops(s.split()),
-    "postprocess.drop_echoes": lambda s: postprocess.drop_echoes(s, _ECHO_KEYS),
+    "postprocess.drop_echoes": lambda s: postprocess.drop_echoes(s, ECHOES),
     "text.clean_user_text": _clean_user,
     "text.clean_history": lambda s: text.clean_history(_history(s)),
 }

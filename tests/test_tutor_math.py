@@ -156,10 +156,9 @@ def test_the_notes_instructions_the_model_copies_never_reach_the_student():
 
 
 def test_drop_echoes_matches_opening_words_not_any_mention():
-    from mimir.tutor.mathstep import INSTRUCTIONS
-    from mimir.tutor.postprocess import drop_echoes, echo_keys
+    from mimir.tutor.mathstep import ECHOES as keys
+    from mimir.tutor.postprocess import drop_echoes
 
-    keys = echo_keys(INSTRUCTIONS)
     reply = ("Great work. Confirm it briefly and praise the method. You checked it by the math you know.\n"
              "\n- Guide the student one step at a time; do not state it.\n- Next, try 3x = 9.")
     assert drop_echoes(reply, keys) == ("Great work. You checked it by the math you know.\n\n- Next, try 3x = 9.")

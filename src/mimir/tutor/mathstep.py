@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mimir.mathcheck.worker import CouldNotCheck, MathWorker
+from mimir.tutor.postprocess import echo_pattern
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ GUIDE = "Guide the student one step at a time; do not state the final answer."
 NOTES_HEADER = "Private notes for the tutor (never quote them):"
 INSTRUCTIONS = (CHECKED, CONFIRM, POINT_AT_MISTAKE, HINT_ASKED, "Give exactly this hint and nothing more:",
                 ASK_PRACTICE, GUIDE, NOTES_HEADER)
+#: Where a reply sentence opens like one of them.
+ECHOES = echo_pattern(INSTRUCTIONS)
 
 
 @dataclass

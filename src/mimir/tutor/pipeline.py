@@ -47,16 +47,13 @@ from mimir.telemetry.recorder import Telemetry
 from mimir.core.records import TurnRecord
 from mimir.mathcheck.worker import MathWorker
 from mimir.tutor.deciders import Deciders, DecisionOutcome, outcome
-from mimir.tutor.mathstep import INSTRUCTIONS, NOTES_HEADER, MathNotes, MathStep
-from mimir.tutor.postprocess import clean_response, drop_echoes, echo_keys, strip_special_tokens
+from mimir.tutor.mathstep import ECHOES, NOTES_HEADER, MathNotes, MathStep
+from mimir.tutor.postprocess import clean_response, drop_echoes, strip_special_tokens
 from mimir.tutor.prompts import PromptLibrary
 from mimir.tutor.schedule import order_steps
 from mimir.tutor.state import Flag, PromptState
 from mimir.tutor.text import clean_history, clean_user_text
 from mimir.units import format_bytes
-
-#: Opening words of the notes' instructions: a reply sentence that starts with them is dropped.
-_ECHO_KEYS = echo_keys(INSTRUCTIONS)
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +304,7 @@ class Tutor:
         gate.close()
         with tel.step("postprocess", agent="postprocess"):
             work.response = drop_echoes(clean_response(work.response, truncated=work.finish_reason == "length"),
-                                        _ECHO_KEYS)
+                                        ECHOES)
         if self.math.enabled:
             with tel.step("math_claims", agent="math"):
                 work.response, corrections = self.math.finish(work.math, work.response)

@@ -13,7 +13,6 @@ their content is never changed.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Iterable
 
@@ -426,38 +425,35 @@ def clean_response(text: str, truncated: bool = False) -> str:
 
 #: How many opening words of a sentence identify it as a copy of an instruction.
 _ECHO_WORDS = 5
+_FIRST_WORD = re.compile(r"[a-z0-9]", re.I)
 
 
-def echo_keys(instructions: Iterable[str]) -> frozenset[tuple[str, ...]]:
-    """The opening words (up to :data:`_ECHO_WORDS`, lower case, punctuation dropped) of each
-    instruction the response model is given; :func:`drop_echoes` matches sentences on them."""
-    keys = set()
+def echo_pattern(instructions: Iterable[str]) -> re.Pattern[str]:
+    """Where a sentence could open like one of ``instructions``: its first words (up to
+    :data:`_ECHO_WORDS`, at least 4), in order, in any case, with anything but letters and
+    digits between and around them (taken possessively, so a long gap is scanned once)."""
+    openings = set()
     for instruction in instructions:
-        words = tuple(_KEY_WORD.findall(instruction.lower())[:_ECHO_WORDS])
+        words = _KEY_WORD.findall(instruction.lower())[:_ECHO_WORDS]
         if len(words) >= 4:  # shorter openings are ordinary prose
-            keys.add(words)
-    return frozenset(keys)
+            openings.add("[^a-z0-9]++".join(map(re.escape, words)))
+    if not openings:
+        return re.compile(r"(?!)")  # matches nothing
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(sorted(openings)) + r")(?![a-z0-9])", re.I)
 
 
-@functools.lru_cache(maxsize=8)
-def _echo_pattern(keys: frozenset[tuple[str, ...]]) -> re.Pattern[str]:
-    """Where a sentence could open with one of ``keys``: the words in order with anything but
-    letters and digits between them (possessive, so a long gap is scanned once)."""
-    alternatives = sorted("[^a-z0-9]++".join(map(re.escape, words)) for words in keys)
-    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alternatives) + ")", re.I)
+def _opens_with(sentence: str, opening: re.Pattern[str]) -> bool:
+    first = _FIRST_WORD.search(sentence)
+    return first is not None and opening.match(sentence, first.start()) is not None
 
 
-def drop_echoes(text: str, keys: frozenset[tuple[str, ...]]) -> str:
-    """Drop the sentences that begin like one of the model's own instructions (``keys`` from
-    :func:`echo_keys`). A small model copies its private notes into the answer ("Say which part
-    is wrong and give one hint; do not provide the full solution."); the student must not read
-    them. Linear: each sentence is looked up by its first words."""
-    if not keys or not text:
+def drop_echoes(text: str, opening: re.Pattern[str]) -> str:
+    """Drop the sentences that begin like one of the model's own instructions (``opening``
+    from :func:`echo_pattern`). A small model copies its private notes into the answer ("Say
+    which part is wrong and give one hint; do not provide the full solution."); the student
+    must not read them. Linear: one scan finds the lines worth looking at."""
+    if not text or not opening.search(text):  # one scan in C: most replies copy nothing
         return text
-    opening = _echo_pattern(keys)
-    if not opening.search(text):  # one scan in C: most replies copy nothing
-        return text
-    lengths = {len(k) for k in keys}
     out: list[str] = []
     changed = False
     for line in text.split("\n"):
@@ -465,13 +461,8 @@ def drop_echoes(text: str, keys: frozenset[tuple[str, ...]]) -> str:
             out.append(line)
             continue
         sentences = _SENTENCE_SPLIT.split(line)
-        kept = []
-        for sentence in sentences:
-            words = tuple(_KEY_WORD.findall(sentence[:200].lower()))
-            if any(words[:n] in keys for n in lengths if len(words) >= n):
-                changed = True
-                continue
-            kept.append(sentence)
+        kept = [sentence for sentence in sentences if not _opens_with(sentence, opening)]
+        changed = changed or len(kept) != len(sentences)
         if kept or not line.strip():
             out.append(" ".join(kept) if len(kept) != len(sentences) else line)
     return "\n".join(out).strip() if changed else text
