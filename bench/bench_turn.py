@@ -113,22 +113,29 @@ def part_mimir(max_tokens: int, parallel: int | None, thinking: bool = True, cac
     }
 
 
-def part_raw(tokens: int, messages: list[dict]) -> dict:
-    """The engine alone: one slot, the short prompt, then Mimir's response messages."""
+def _raw_engine(slots: int):
+    """The bundled model on llama.cpp's engine alone: ``slots`` slots of 2048 tokens each, 2
+    threads, weights read into memory, no host prompt cache."""
     import xllamacpp
 
     from mimir.config import bundled_model_spec
 
     p = xllamacpp.CommonParams()
     p.model.path = str(bundled_model_spec().source.local_path())
-    p.n_ctx = 2048
-    p.n_parallel = 1
+    p.n_ctx = 2048 * slots
+    p.n_parallel = slots
+    p.kv_unified = False
     p.cpuparams.n_threads = 2
     p.cpuparams_batch.n_threads = 2
     p.cache_ram_mib = 0
     p.verbosity = -1
     p.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
-    server = xllamacpp.Server(p)
+    return xllamacpp.Server(p)
+
+
+def part_raw(tokens: int, messages: list[dict]) -> dict:
+    """The engine alone: one slot, the short prompt, then Mimir's response messages."""
+    server = _raw_engine(1)
 
     def timed(msgs) -> tuple[float, int]:
         body = {"messages": msgs, "max_tokens": tokens, "temperature": 0.0, "ignore_eos": True, "cache_prompt": False}
@@ -145,32 +152,17 @@ def part_raw(tokens: int, messages: list[dict]) -> dict:
 def part_raw_concurrent(n: int, tokens: int) -> dict:
     """The engine's own ceiling: one stream on a 1-slot engine, then ``n`` streams at once on an
     ``n``-slot engine; same prompts, ``tokens`` each (``ignore_eos``)."""
-    import xllamacpp
-
-    from mimir.config import bundled_model_spec
-
-    def engine(slots: int):
-        p = xllamacpp.CommonParams()
-        p.model.path = str(bundled_model_spec().source.local_path())
-        p.n_ctx = 2048 * slots
-        p.n_parallel = slots
-        p.kv_unified = False
-        p.cpuparams.n_threads = 2
-        p.cpuparams_batch.n_threads = 2
-        p.verbosity = -1
-        return xllamacpp.Server(p)
-
     def ask(server, i: int) -> int:
         body = {"messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}], "max_tokens": tokens,
                 "temperature": 0.0, "ignore_eos": True}
         return server.handle_chat_completions(body)["usage"]["completion_tokens"]
 
-    one = engine(1)
+    one = _raw_engine(1)
     ask(one, 0)
     t = time.perf_counter()
     single = ask(one, 1) / (time.perf_counter() - t)
     del one
-    many = engine(n)
+    many = _raw_engine(n)
     ask(many, 0)
     counts: list[int] = []
     t = time.perf_counter()
