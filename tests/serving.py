@@ -40,6 +40,20 @@ def in_thread(asgi_app, timeout_s: float = 60.0) -> Iterator[str]:
         thread.join(timeout=30)
 
 
+@contextmanager
+def app_in_thread(settings, make_asgi) -> Iterator[tuple]:
+    """A :class:`~mimir.app.MimirApp` on ``settings`` served as ``make_asgi(app)`` by
+    :func:`in_thread`; yields ``(app, url)`` and closes the app when the block ends."""
+    from mimir.app import MimirApp
+
+    app = MimirApp(settings)
+    try:
+        with in_thread(make_asgi(app)) as url:
+            yield app, url
+    finally:
+        app.close()
+
+
 class Server:
     """``mimir serve --port 0 [ARGS]`` in a subprocess; its output is kept for failure reports."""
 

@@ -14,9 +14,8 @@ uvicorn = pytest.importorskip("uvicorn")
 import httpx  # noqa: E402
 
 from mimir.api.openai import QUEUE_HEADER, TUTOR_MODEL, create_api  # noqa: E402
-from mimir.app import MimirApp  # noqa: E402
 from mimir.config import settings_from_dict  # noqa: E402
-from serving import in_thread  # noqa: E402
+from serving import app_in_thread  # noqa: E402
 
 # Long enough (about 45 s at 0.03 s a token) that a turn is still generating while the test
 # queues others behind it, however slow the machine; the tests hang up long before the end.
@@ -31,12 +30,8 @@ def served():
         "tutor": {"thinking": False},
         "server": {"max_queue": 1, "per_user_concurrency": 1},
     })
-    app = MimirApp(settings)
-    try:
-        with in_thread(create_api(app)) as url:
-            yield app, url
-    finally:
-        app.close()
+    with app_in_thread(settings, create_api) as served:
+        yield served
 
 
 def _body(user: str, stream: bool = True, **extra) -> dict:

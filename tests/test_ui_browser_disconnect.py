@@ -17,13 +17,12 @@ import time
 
 import pytest
 
-from serving import in_thread
+from serving import app_in_thread
 from test_ui_browser import UI_TIMEOUT_MS, browser  # noqa: F401 - the shared Chromium fixture
 
 pytest.importorskip("gradio")
 pytest.importorskip("uvicorn")
 
-from mimir.app import MimirApp  # noqa: E402
 from mimir.config import settings_from_dict  # noqa: E402
 from mimir.ui.app import create_app  # noqa: E402
 
@@ -48,12 +47,8 @@ def served_web_app():
         "roles": {role: "default" for role in ("tool_decision", "routing", "thinking", "response")},
         "tutor": {"thinking": False, "response_max_tokens": WORDS + 100},
     })
-    app = MimirApp(settings)
-    try:
-        with in_thread(create_app(app)) as url:
-            yield app, url
-    finally:
-        app.close()
+    with app_in_thread(settings, create_app) as served:
+        yield served
 
 
 def test_closing_the_page_mid_answer_stops_the_generation_and_frees_the_model(browser, served_web_app):  # noqa: F811
